@@ -1,0 +1,128 @@
+"""Whisper ASR (faster-whisper / CTranslate2) whose encoder pass also yields the audio features.
+
+Each utterance is padded to Whisper's 30 s window, the batch goes through the encoder once, and
+the same encoder states feed both `generate` (the transcript) and the emotion model (the first
+`ceil(duration * 50)` frames, the part that covers the utterance).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from .config import AsrConfig
+from .resolve import ResolvedModel
+from .types import SAMPLE_RATE, Transcript
+
+FRAMES_PER_SECOND = 50.0
+
+
+@dataclass(frozen=True)
+class AsrOutput:
+    transcript: Transcript
+    encoder_states: np.ndarray  # (frames, dim) covering the utterance
+
+
+def pick_device(device_type: str) -> str:
+    if device_type != "auto":
+        return device_type
+    import ctranslate2
+
+    return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+
+
+def pick_compute_type(device: str, compute_type: str) -> str:
+    if compute_type != "auto":
+        return compute_type
+    return "float16" if device == "cuda" else "int8"
+
+
+class WhisperAsr:
+    frames_per_second = FRAMES_PER_SECOND
+
+    def __init__(self, model: ResolvedModel, config: AsrConfig, device: str = "cpu",
+                 compute_type: str = "int8", cpu_threads: int = 0):
+        from faster_whisper import WhisperModel
+        from faster_whisper.tokenizer import Tokenizer
+
+        from .errors import ModelError
+
+        try:
+            self.whisper = WhisperModel(str(model.path), device=device, compute_type=compute_type,
+                                        cpu_threads=cpu_threads, local_files_only=True)
+        except (RuntimeError, ValueError, OSError) as exc:
+            raise ModelError(f"ASR model '{model.spec}': cannot load ({str(exc).splitlines()[0]})") \
+                from None
+        self.model_id = model.spec
+        self.config = config
+        self.device = device
+        multilingual = self.whisper.model.is_multilingual
+        language = config.language if multilingual else "en"
+        self.tokenizer = Tokenizer(self.whisper.hf_tokenizer, multilingual, task="transcribe",
+                                   language=language)
+        self.prompt = self.whisper.get_prompt(self.tokenizer, [], without_timestamps=True)
+        self.dim = self._probe_dim()
+
+    def _probe_dim(self) -> int:
+        states = self._encode([np.zeros(SAMPLE_RATE // 10, np.float32)])
+        return int(states.shape[-1])
+
+    def features(self, audio: np.ndarray) -> np.ndarray:
+        from faster_whisper.audio import pad_or_trim
+
+        return pad_or_trim(self.whisper.feature_extractor(audio))
+
+    def _encode(self, audios: Sequence[np.ndarray]):
+        mels = np.stack([self.features(a) for a in audios]).astype(np.float32)
+        return self.whisper.encode(mels)
+
+    @staticmethod
+    def frames_for(num_samples: int) -> int:
+        return max(1, min(1500, math.ceil(num_samples / SAMPLE_RATE * FRAMES_PER_SECOND)))
+
+    def encoder_states(self, audios: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Only the audio features (the trainer's feature cache): no decoding."""
+        if not audios:
+            return []
+        states = self._to_numpy(self._encode(audios))
+        return [s[:self.frames_for(len(a))].copy() for a, s in zip(audios, states)]
+
+    def transcribe(self, audios: Sequence[np.ndarray]) -> list[AsrOutput]:
+        """One encoder pass for the batch; transcripts and sliced encoder states per utterance."""
+        if not audios:
+            return []
+        encoded = self._encode(audios)
+        cfg = self.config
+        results = self.whisper.model.generate(
+            encoded, [list(self.prompt) for _ in audios],
+            beam_size=cfg.beam_size, max_length=len(self.prompt) + cfg.max_new_tokens,
+            return_scores=True, return_no_speech_prob=True, suppress_blank=True,
+            suppress_tokens=self._suppress_tokens())
+        states = self._to_numpy(encoded)
+        out = []
+        for audio, result, state in zip(audios, results, states):
+            tokens = [t for t in result.sequences_ids[0] if t < self.tokenizer.eot]
+            text = self.tokenizer.decode(tokens).strip()
+            # faster-whisper's definition (length penalty 1): cumulative log-prob / (length + 1)
+            length = len(result.sequences_ids[0])
+            avg_logprob = result.scores[0] * length / (length + 1)
+            if result.no_speech_prob > cfg.no_speech_threshold and avg_logprob < cfg.log_prob_threshold:
+                text = ""
+            out.append(AsrOutput(Transcript(text, float(avg_logprob), float(result.no_speech_prob)),
+                                 state[:self.frames_for(len(audio))].copy()))
+        return out
+
+    def _suppress_tokens(self) -> list[int]:
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        return get_suppressed_tokens(self.tokenizer, [-1])
+
+    def _to_numpy(self, storage) -> np.ndarray:
+        if self.device == "cuda":
+            import ctranslate2
+
+            storage = storage.to_device(ctranslate2.Device.cpu)
+        return np.asarray(storage, dtype=np.float32)

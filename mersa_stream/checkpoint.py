@@ -1,0 +1,138 @@
+"""Checkpoints: a folder with model.safetensors + config.json + README.md (the model card).
+
+Optional `text_encoder.safetensors` holds the tensors of the text encoder that differ from its
+base model (the self-align stage); everything else comes from the encoder spec. Nothing is ever
+unpickled: a pickle or torch file is refused with a message.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .errors import ModelError
+from .fusion import FusionConfig, FusionModel
+
+FORMAT = "mersa-checkpoint"
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+TEXT_WEIGHTS = "text_encoder.safetensors"
+CONFIG = "config.json"
+CARD = "README.md"
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt")
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    kind: str  # text: "bert"; audio: "whisper" | "wav2vec2" | "vggish"
+    spec: str  # what `resolve` takes: hub name, folder, embedded name, weights file
+    dim: int
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class Checkpoint:
+    model: FusionModel
+    labels: list[str]
+    text_encoder: EncoderSpec
+    audio_encoder: EncoderSpec
+    model_id: str
+    text_encoder_weights: dict[str, torch.Tensor] = field(default_factory=dict)
+    metadata: dict = field(default_factory=dict)
+    path: Path | None = None
+
+    def config_dict(self) -> dict:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "model_id": self.model_id,
+            "labels": list(self.labels),
+            "fusion": self.model.config.to_dict(),
+            "text_encoder": _spec_dict(self.text_encoder),
+            "audio_encoder": _spec_dict(self.audio_encoder),
+            "metadata": self.metadata,
+        }
+
+
+def _spec_dict(spec: EncoderSpec) -> dict:
+    return {"kind": spec.kind, "spec": spec.spec, "dim": spec.dim, "options": spec.options}
+
+
+def save_checkpoint(checkpoint: Checkpoint, folder: str | Path, card: str) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in checkpoint.model.state_dict().items()}
+    save_file(state, str(folder / WEIGHTS), metadata={"format": FORMAT})
+    if checkpoint.text_encoder_weights:
+        save_file({k: v.detach().contiguous().cpu() for k, v in
+                   checkpoint.text_encoder_weights.items()}, str(folder / TEXT_WEIGHTS))
+    elif (folder / TEXT_WEIGHTS).exists():
+        (folder / TEXT_WEIGHTS).unlink()
+    (folder / CONFIG).write_text(json.dumps(checkpoint.config_dict(), indent=2) + "\n")
+    (folder / CARD).write_text(card)
+    return folder
+
+
+def _refuse_pickle(path: Path) -> None:
+    raise ModelError(f"{path}: is a pickle/torch file; only safetensors checkpoints "
+                     f"(folder with {WEIGHTS} + {CONFIG}) are loaded, never unpickled")
+
+
+def load_checkpoint(folder: str | Path) -> Checkpoint:
+    folder = Path(folder)
+    if folder.is_file():
+        if folder.suffix in PICKLE_SUFFIXES or folder.read_bytes()[:1] == b"\x80":
+            _refuse_pickle(folder)
+        raise ModelError(f"{folder}: a checkpoint is a folder with {WEIGHTS} and {CONFIG}")
+    if not folder.is_dir():
+        raise ModelError(f"{folder}: checkpoint folder not found (train one with `mersa train` "
+                         f"or pass --checkpoint PATH)")
+    if not (folder / WEIGHTS).is_file():
+        pickles = [p for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES]
+        if pickles:
+            _refuse_pickle(pickles[0])
+        raise ModelError(f"{folder}: no {WEIGHTS} in the checkpoint folder")
+    try:
+        config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"{folder}: no {CONFIG} in the checkpoint folder") from None
+    except (ValueError, OSError) as exc:
+        raise ModelError(f"{folder / CONFIG}: not valid JSON ({exc})") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise ModelError(f"{folder / CONFIG}: not a mersa checkpoint config")
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ModelError(f"{folder}: checkpoint format version {config.get('format_version')!r} "
+                         f"is not supported (this mersa reads version {FORMAT_VERSION})")
+    try:
+        labels = [str(x) for x in config["labels"]]
+        fusion = FusionConfig(**config["fusion"])
+        text = EncoderSpec(**config["text_encoder"])
+        audio = EncoderSpec(**config["audio_encoder"])
+        model = FusionModel.build(fusion)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"{folder / CONFIG}: incomplete or invalid checkpoint config ({exc})") \
+            from None
+    if len(labels) != fusion.num_classes or len(set(labels)) != len(labels):
+        raise ModelError(f"{folder}: labels {labels} do not match the model's "
+                         f"{fusion.num_classes} classes")
+    try:
+        state = load_file(str(folder / WEIGHTS))
+        text_weights = load_file(str(folder / TEXT_WEIGHTS)) if (folder / TEXT_WEIGHTS).exists() \
+            else {}
+    except (SafetensorError, OSError) as exc:
+        raise ModelError(f"{folder}: weights file is damaged ({exc})") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1].strip() or "shape mismatch"
+        raise ModelError(f"{folder}: weights do not match the config ({first})") from None
+    model.eval()
+    return Checkpoint(model=model, labels=labels, text_encoder=text, audio_encoder=audio,
+                      model_id=str(config.get("model_id", folder.name)),
+                      text_encoder_weights=text_weights,
+                      metadata=config.get("metadata", {}), path=folder)

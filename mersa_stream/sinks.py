@@ -1,0 +1,133 @@
+"""Where results go: a rich table, JSON lines, CSV or SRT. Every sink writes a whole record at a
+time and flushes it, so a stopped run leaves only complete lines behind."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Protocol, TextIO
+
+from rich.console import Console
+from rich.table import Table
+
+from .types import EmotionResult
+
+FORMATS = ("table", "jsonl", "csv", "srt")
+
+
+class Sink(Protocol):
+    def write(self, result: EmotionResult) -> None: ...
+    def end_source(self, source: str) -> None: ...
+    def close(self) -> None: ...
+
+
+class JsonlSink:
+    def __init__(self, stream: TextIO):
+        self.stream = stream
+
+    def write(self, result: EmotionResult) -> None:
+        self.stream.write(json.dumps(result.to_record(), ensure_ascii=False) + "\n")
+        self.stream.flush()
+
+    def end_source(self, source: str) -> None:
+        pass
+
+    def close(self) -> None:
+        self.stream.flush()
+
+
+class CsvSink:
+    """Columns: file, index, start, end, text, label, confidence, p_<label>..., model."""
+
+    def __init__(self, stream: TextIO):
+        self.stream = stream
+        self.labels: list[str] | None = None
+
+    def write(self, result: EmotionResult) -> None:
+        record = result.to_record()
+        if self.labels is None:
+            self.labels = list(record["probabilities"])
+            self._row(["file", "index", "start", "end", "text", "label", "confidence",
+                       *[f"p_{label}" for label in self.labels], "model"])
+        probs = record["probabilities"]
+        self._row([record["file"], record["index"], record["start"], record["end"], record["text"],
+                   record["label"], record["confidence"], *[probs[k] for k in self.labels],
+                   record["model"]])
+
+    def _row(self, values) -> None:
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerow(values)
+        self.stream.write(buffer.getvalue())
+        self.stream.flush()
+
+    def end_source(self, source: str) -> None:
+        pass
+
+    def close(self) -> None:
+        self.stream.flush()
+
+
+def srt_time(seconds: float) -> str:
+    ms = int(round(seconds * 1000))
+    hours, ms = divmod(ms, 3_600_000)
+    minutes, ms = divmod(ms, 60_000)
+    secs, ms = divmod(ms, 1000)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d},{ms:03d}"
+
+
+class SrtSink:
+    """Subtitles: one cue per utterance, `[label 87%] text`; numbering restarts per file."""
+
+    def __init__(self, stream: TextIO):
+        self.stream = stream
+        self.count = 0
+
+    def write(self, result: EmotionResult) -> None:
+        self.count += 1
+        u = result.utterance
+        text = result.transcript.text or "…"
+        self.stream.write(f"{self.count}\n{srt_time(u.start)} --> {srt_time(u.end)}\n"
+                          f"[{result.label} {result.confidence:.0%}] {text}\n\n")
+        self.stream.flush()
+
+    def end_source(self, source: str) -> None:
+        self.count = 0
+
+    def close(self) -> None:
+        self.stream.flush()
+
+
+class TableSink:
+    """A rich table per file, printed when the file is done."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.rows: list[EmotionResult] = []
+
+    def write(self, result: EmotionResult) -> None:
+        self.rows.append(result)
+
+    def end_source(self, source: str) -> None:
+        table = Table(title=source, title_justify="left", expand=False)
+        for name, justify in (("start", "right"), ("end", "right"), ("text", "left"),
+                              ("emotion", "left"), ("confidence", "right")):
+            table.add_column(name, justify=justify, overflow="fold")
+        for r in self.rows:
+            u = r.utterance
+            table.add_row(f"{u.start:.2f}", f"{u.end:.2f}", r.transcript.text or "[no words]",
+                          r.label, f"{r.confidence:.2f}")
+        if self.rows:
+            self.console.print(table)
+        else:
+            self.console.print(f"{source}: no speech found")
+        self.rows = []
+
+    def close(self) -> None:
+        pass
+
+
+def make_sink(fmt: str, stream: TextIO, console: Console) -> Sink:
+    if fmt == "table":
+        return TableSink(console)
+    return {"jsonl": JsonlSink, "csv": CsvSink, "srt": SrtSink}[fmt](stream)

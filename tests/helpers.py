@@ -1,0 +1,101 @@
+"""Test fixtures made by the tests themselves: espeak-ng speech, noise, small checkpoints."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from mersa_stream.checkpoint import Checkpoint, EncoderSpec, save_checkpoint
+from mersa_stream.fusion import FusionConfig, FusionModel
+from mersa_stream.types import SAMPLE_RATE
+
+LABELS = ["neutral", "happy", "sad", "anger"]
+
+
+def have_espeak() -> bool:
+    return shutil.which("espeak-ng") is not None
+
+
+def speak(text: str, voice: str = "en-us", speed: int = 150) -> np.ndarray:
+    """espeak-ng speech as 16 kHz mono float32."""
+    raw = subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "--stdout", text],
+                         check=True, capture_output=True).stdout
+    import io
+
+    audio, rate = sf.read(io.BytesIO(raw), dtype="float32")
+    return soxr.resample(audio, rate, SAMPLE_RATE).astype(np.float32)
+
+
+def trim(audio: np.ndarray, threshold: float = 0.01) -> np.ndarray:
+    loud = np.flatnonzero(np.abs(audio) > threshold)
+    return audio[loud[0]:loud[-1] + 1] if len(loud) else audio[:0]
+
+
+@dataclass
+class Conversation:
+    audio: np.ndarray
+    spans: list[tuple[float, float]]  # true speech start/end of each sentence, seconds
+    sentences: list[str]
+
+
+def conversation(sentences: list[str], pauses: list[float], lead: float = 0.8,
+                 noise_db: float = -45.0, seed: int = 0,
+                 voices: tuple[str, ...] = ("en-us", "en-gb")) -> Conversation:
+    """Sentences separated by pauses, with white noise `noise_db` dBFS under it all."""
+    rng = np.random.default_rng(seed)
+    parts, spans, t = [np.zeros(int(lead * SAMPLE_RATE), np.float32)], [], lead
+    for i, sentence in enumerate(sentences):
+        speech = trim(speak(sentence, voices[i % len(voices)])) * 0.5
+        spans.append((t, t + len(speech) / SAMPLE_RATE))
+        parts.append(speech)
+        t += len(speech) / SAMPLE_RATE
+        pause = pauses[i] if i < len(pauses) else lead
+        parts.append(np.zeros(int(pause * SAMPLE_RATE), np.float32))
+        t += pause
+    audio = np.concatenate(parts)
+    audio = audio + rng.normal(0, 10 ** (noise_db / 20), len(audio)).astype(np.float32)
+    return Conversation(audio.astype(np.float32), spans, sentences)
+
+
+def write_wav(path: Path, audio: np.ndarray, rate: int = SAMPLE_RATE) -> Path:
+    sf.write(str(path), audio, rate, subtype="PCM_16")
+    return path
+
+
+def words(text: str) -> list[str]:
+    return re.sub(r"[^a-z0-9' ]", " ", text.lower()).split()
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    ref, hyp = words(reference), words(hypothesis)
+    d = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        prev, d[0] = d[0], i
+        for j, h in enumerate(hyp, 1):
+            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (r != h))
+    return d[len(hyp)] / max(1, len(ref))
+
+
+def small_checkpoint(folder: Path, architecture: str = "mersa-xattn", text_dim: int = 384,
+                     audio_dim: int = 384, audio_kind: str = "whisper", audio_spec: str = "tiny.en",
+                     text_spec: str = "sentence-transformers/all-MiniLM-L6-v2", seed: int = 0,
+                     hidden: int = 32, heads: int = 4) -> Path:
+    """An untrained (random) fusion model saved as a real checkpoint."""
+    import torch
+
+    torch.manual_seed(seed)
+    config = FusionConfig(architecture=architecture, text_dim=text_dim, audio_dim=audio_dim,
+                          num_classes=len(LABELS), hidden=hidden, heads=heads)
+    model = FusionModel.build(config).eval()
+    checkpoint = Checkpoint(model=model, labels=list(LABELS),
+                            text_encoder=EncoderSpec("bert", text_spec, text_dim),
+                            audio_encoder=EncoderSpec(audio_kind, audio_spec, audio_dim),
+                            model_id=f"test-{architecture}")
+    return save_checkpoint(checkpoint, folder, card="# test checkpoint\nRandom weights, tests only.\n")
