@@ -21,7 +21,7 @@ app = typer.Typer(
     help="Speech emotion recognition from sound and words, utterance by utterance (MERSA).")
 
 stdout = Console(soft_wrap=False)
-stderr = Console(stderr=True)
+stderr = Console(stderr=True, soft_wrap=True)
 
 ConfigOption = typer.Option(None, "--config", "-c", help="Config file (default: ./config.toml if present).")
 SetOption = typer.Option([], "--set", help="Override one setting: SECTION.KEY=VALUE (repeatable).")

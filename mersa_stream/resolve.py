@@ -65,7 +65,8 @@ def _unavailable(role: str, spec: str, flag: str) -> ModelError:
         f"download it once with a network, or pass a local folder with {flag} PATH")
 
 
-def _hub_snapshot(role: str, spec: str, flag: str) -> tuple[Path, str]:
+def _hub_snapshot(role: str, spec: str, flag: str, name: str | None = None) -> tuple[Path, str]:
+    """Folder of hub repo `spec` from the cache, else downloaded; `name` is what the user typed."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
@@ -75,11 +76,11 @@ def _hub_snapshot(role: str, spec: str, flag: str) -> tuple[Path, str]:
     except (LocalEntryNotFoundError, OSError, ValueError):
         pass
     if not hub_reachable():
-        raise _unavailable(role, spec, flag)
+        raise _unavailable(role, name or spec, flag)
     try:
         return Path(snapshot_download(spec, allow_patterns=HUB_PATTERNS)), "hub download"
     except (HfHubHTTPError, OSError, ValueError) as exc:
-        raise ModelError(f"{role} model '{spec}': download failed ({str(exc).splitlines()[0]})") \
+        raise ModelError(f"{role} model '{name or spec}': download failed ({str(exc).splitlines()[0]})") \
             from None
 
 
@@ -109,7 +110,7 @@ def resolve_asr(spec: str = DEFAULT_ASR) -> ResolvedModel:
     if "/" not in repo:
         raise ModelError(f"{role} model '{spec}' is not a faster-whisper size "
                          f"({', '.join(sorted(_MODELS))}), a hub id or a folder")
-    path, origin = _hub_snapshot(role, repo, flag)
+    path, origin = _hub_snapshot(role, repo, flag, name=spec)
     return ResolvedModel(role, spec, path, origin)
 
 

@@ -59,7 +59,7 @@ install_python
 
 case "$mode" in
     install) ;;
-    demo) exec "$VENV/bin/mersa" analyze examples/two-speakers.wav ;;
+    demo) exec "$VENV/bin/mersa" analyze examples/two-speakers.flac ;;
     test) exec "$VENV/bin/python" -m pytest "${@:2}" ;;
     *) say "unknown mode '$mode' (install | demo | test)"; exit 2 ;;
 esac

@@ -1,0 +1,223 @@
+"""Encoder features on disk, computed once per (dataset, file, encoder, settings).
+
+Each utterance's features are one `.npy` file (float16, (frames, dim)) under
+`<cache>/<encoder digest>/<ab>/<item digest>.npy`:
+- the encoder digest covers the encoder kind, spec, a fingerprint of its weights (file sizes and
+  mtimes of the model folder, plus a hash of self-aligned text-encoder tensors) and the settings
+  (compute type, max tokens ...): a different or changed encoder never reads old features;
+- the item digest covers the dataset, the audio file's path + mtime + size (audio) or the text
+  itself (text): a changed file is re-encoded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from mersa_stream.errors import ConfigError, InputError
+
+from .data import Record
+
+AUDIO_ENCODERS = ("whisper", "wav2vec2", "vggish")
+DEFAULT_CACHE = Path(os.environ.get("MERSA_CACHE", Path.home() / ".cache" / "mersa" / "features"))
+
+
+def digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def folder_fingerprint(path: Path | None) -> list:
+    """Names, sizes and mtimes of a model folder's (or file's) weight files."""
+    if path is None:
+        return []
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()
+                                                  and p.suffix in (".bin", ".safetensors", ".json",
+                                                                   ".onnx", ".npz", ".pth"))
+    out = []
+    for p in files:
+        st = p.stat()
+        out.append([p.name, st.st_size, st.st_mtime_ns])
+    return out
+
+
+def tensors_fingerprint(state: dict[str, torch.Tensor] | None) -> str:
+    if not state:
+        return ""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        h.update(name.encode())
+        h.update(state[name].detach().cpu().contiguous().float().numpy().tobytes())
+    return h.hexdigest()
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    computed: int = 0
+    seconds: float = 0.0
+
+    def line(self, what: str) -> str:
+        return (f"{what}: {self.hits} cached, {self.computed} computed, {self.seconds:.1f} s")
+
+
+@dataclass
+class FeatureCache:
+    root: Path = DEFAULT_CACHE
+    stats: dict[str, CacheStats] = field(default_factory=dict)
+
+    def folder(self, encoder_key: dict) -> Path:
+        d = self.root / digest(encoder_key)[:24]
+        d.mkdir(parents=True, exist_ok=True)
+        info = d / "encoder.json"
+        if not info.exists():
+            info.write_text(json.dumps(encoder_key, indent=2, default=str) + "\n")
+        return d
+
+    @staticmethod
+    def item_key(record: Record, modality: str) -> dict:
+        if modality == "audio":
+            st = Path(record.audio).stat()
+            return {"dataset": record.dataset, "path": str(Path(record.audio).resolve()),
+                    "mtime_ns": st.st_mtime_ns, "size": st.st_size}
+        return {"dataset": record.dataset, "text": record.text}
+
+    def get_or_compute(self, records: Sequence[Record], modality: str, encoder_key: dict,
+                       compute: Callable[[list[Record]], list[np.ndarray]], batch_size: int = 16,
+                       progress: Callable | None = None) -> list[np.ndarray]:
+        """Features of each record (None-audio records get an empty (0, dim) array)."""
+        start = time.perf_counter()
+        folder = self.folder(encoder_key)
+        stats = self.stats.setdefault(modality, CacheStats())
+        out: list[np.ndarray | None] = [None] * len(records)
+        todo: list[tuple[int, Path]] = []
+        for i, r in enumerate(records):
+            if modality == "audio" and r.audio is None:
+                continue
+            name = digest(self.item_key(r, modality))
+            path = folder / name[:2] / f"{name}.npy"
+            if path.is_file():
+                try:
+                    out[i] = np.load(path, allow_pickle=False)
+                    stats.hits += 1
+                    continue
+                except (ValueError, OSError):
+                    pass  # a damaged entry is recomputed
+            todo.append((i, path))
+        iterator = range(0, len(todo), batch_size)
+        if progress is not None and todo:
+            iterator = progress(iterator, total=math_ceil(len(todo), batch_size),
+                                desc=f"encoding {modality}")
+        for b in iterator:
+            chunk = todo[b:b + batch_size]
+            feats = compute([records[i] for i, _ in chunk])
+            for (i, path), f in zip(chunk, feats):
+                f = np.asarray(f, np.float32)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
+                np.save(tmp, f.astype(np.float16))
+                os.replace(tmp, path)
+                out[i] = f.astype(np.float16)
+                stats.computed += 1
+        dim = int(encoder_key.get("dim", 0))
+        result = [np.zeros((0, dim), np.float16) if f is None else f for f in out]
+        stats.seconds += time.perf_counter() - start
+        return result
+
+
+def math_ceil(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+# ---------------------------------------------------------------------------------- encoders
+
+class AudioFeaturizer:
+    """One audio encoder (whisper states of the ASR model, wav2vec2 or VGGish) + its cache key."""
+
+    def __init__(self, kind: str, spec: str, compute_type: str = "int8"):
+        from mersa_stream.asr import WhisperAsr
+        from mersa_stream.config import AsrConfig
+        from mersa_stream.resolve import resolve_asr, resolve_file, resolve_transformers
+
+        if kind not in AUDIO_ENCODERS:
+            raise ConfigError(f"audio encoder {kind!r}: one of {', '.join(AUDIO_ENCODERS)}")
+        self.kind, self.spec = kind, spec
+        if kind == "whisper":
+            resolved = resolve_asr(spec)
+            self.encoder = WhisperAsr(resolved, AsrConfig(), device="cpu",
+                                      compute_type=compute_type)
+            self.encode = self.encoder.encoder_states
+            settings = {"compute_type": compute_type}
+        elif kind == "wav2vec2":
+            from mersa_stream.encoders.wav2vec2 import Wav2Vec2Encoder
+
+            resolved = resolve_transformers(spec, "audio encoder", "--audio-encoder")
+            self.encoder = Wav2Vec2Encoder(resolved.path)
+            self.encode = self.encoder.encode
+            settings = {}
+        else:
+            from mersa_stream.encoders.vggish import VGGishEncoder
+
+            resolved = resolve_file(spec, "audio encoder", "--audio-encoder") if spec else None
+            self.encoder = VGGishEncoder(resolved.path if resolved else None)
+            self.encode = self.encoder.encode
+            settings = {}
+        self.dim = int(self.encoder.dim)
+        self.key = {"modality": "audio", "kind": kind, "spec": spec, "dim": self.dim,
+                    "weights": folder_fingerprint(resolved.path if resolved else None),
+                    "settings": settings}
+
+    def __call__(self, records: list[Record]) -> list[np.ndarray]:
+        from mersa_stream.decode import load_audio
+
+        audios = []
+        for r in records:
+            try:
+                audios.append(load_audio(r.audio))
+            except InputError as exc:
+                raise InputError(f"{r.id}: {exc.message}") from None
+        return self.encode(audios)
+
+
+class TextFeaturizer:
+    """Token states of a BERT-family encoder (optionally with self-aligned weights)."""
+
+    def __init__(self, spec: str, state_dict: dict[str, torch.Tensor] | None = None,
+                 max_tokens: int = 64, encoder=None):
+        from mersa_stream.encoders.text import TextEncoder
+        from mersa_stream.resolve import resolve_transformers
+
+        resolved = resolve_transformers(spec, "text encoder", "--text-encoder")
+        self.encoder = encoder or TextEncoder(resolved.path, max_tokens, state_dict=state_dict)
+        self.spec = spec
+        self.dim = self.encoder.dim
+        self.key = {"modality": "text", "kind": "bert", "spec": spec, "dim": self.dim,
+                    "weights": folder_fingerprint(resolved.path),
+                    "aligned": tensors_fingerprint(state_dict),
+                    "settings": {"max_tokens": max_tokens}}
+
+    def __call__(self, records: list[Record]) -> list[np.ndarray]:
+        states, mask = self.encoder.encode([r.text for r in records])
+        return [s[m].float().numpy() for s, m in zip(states, mask)]
+
+
+def encode_records(records: Sequence[Record], featurizer, modality: str, cache: FeatureCache,
+                   batch_size: int = 16, progress=None) -> list[np.ndarray]:
+    if modality == "text":
+        # sort by length so a batch pads little; results come back in the records' order
+        order = sorted(range(len(records)), key=lambda i: len(records[i].text))
+        feats = cache.get_or_compute([records[i] for i in order], modality, featurizer.key,
+                                     featurizer, batch_size, progress)
+        out: list = [None] * len(records)
+        for i, f in zip(order, feats):
+            out[i] = f
+        return out
+    return cache.get_or_compute(records, modality, featurizer.key, featurizer, batch_size, progress)

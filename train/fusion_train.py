@@ -1,0 +1,239 @@
+"""Fusion training on cached (frozen) encoder features.
+
+The lab's recipe: Adam (lr 1e-4), StepLR(step 30, gamma 0.1), dropout 0.5, up to 200 epochs,
+early stopping on validation. Padded batches with masks by default (same maths as batch size 1,
+which is offered too). Modality dropout: with probability `text_dropout` / `audio_dropout` a
+training example that has both modalities loses one of them (never both), so a one-modality input
+at run time still gets a sensible label.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from mersa_stream.fusion import FusionConfig, FusionModel
+
+from .metrics import compute_metrics, format_metrics
+
+
+@dataclass
+class Example:
+    text: np.ndarray  # (T, Dt); (0, Dt) = no text
+    audio: np.ndarray  # (S, Da); (0, Da) = no audio
+    label: int
+    id: str = ""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    architecture: str = "mersa-xattn"
+    hidden: int = 128
+    heads: int = 8
+    dropout: float = 0.5
+    attention_dropout: float = 0.1
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    step_size: int = 30
+    gamma: float = 0.1
+    epochs: int = 200
+    patience: int = 20
+    min_epochs: int = 5
+    batch_size: int = 32  # 1 = the paper's unpadded batches
+    text_dropout: float = 0.15
+    audio_dropout: float = 0.15
+    class_weights: str = "none"  # none | balanced
+    select: str = "accuracy"  # validation metric for early stopping (higher is better)
+    max_audio_frames: int = 1500
+    seed: int = 0
+    threads: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def pad(arrays: Sequence[np.ndarray], dim: int, limit: int | None = None):
+    lengths = [min(len(a), limit) if limit else len(a) for a in arrays]
+    longest = max(lengths + [1])
+    out = torch.zeros(len(arrays), longest, dim)
+    mask = torch.zeros(len(arrays), longest, dtype=torch.bool)
+    for i, (a, n) in enumerate(zip(arrays, lengths)):
+        if n:
+            out[i, :n] = torch.from_numpy(np.asarray(a[:n], np.float32))
+            mask[i, :n] = True
+    return out, mask
+
+
+def collate(batch: Sequence[Example], text_dim: int, audio_dim: int, max_audio: int,
+            rng: random.Random | None = None, text_dropout: float = 0.0,
+            audio_dropout: float = 0.0):
+    text, text_mask = pad([e.text for e in batch], text_dim)
+    audio, audio_mask = pad([e.audio for e in batch], audio_dim, max_audio)
+    if rng is not None:
+        for i, e in enumerate(batch):
+            if len(e.text) and len(e.audio):
+                u = rng.random()
+                if u < text_dropout:
+                    text_mask[i] = False
+                elif u < text_dropout + audio_dropout:
+                    audio_mask[i] = False
+    labels = torch.tensor([e.label for e in batch], dtype=torch.long)
+    return text, text_mask, audio, audio_mask, labels
+
+
+def batches(examples: Sequence[Example], size: int, rng: random.Random | None):
+    """Shuffled (training) or in order; a batch holds examples of similar length (less padding)."""
+    order = list(range(len(examples)))
+    if rng is None:
+        return [order[i:i + size] for i in range(0, len(order), size)]
+    rng.shuffle(order)
+    # bucket: sort windows of 50 batches by length, then shuffle the batches
+    window = size * 50
+    out = []
+    for w in range(0, len(order), window):
+        chunk = sorted(order[w:w + window],
+                       key=lambda i: len(examples[i].audio) * 1000 + len(examples[i].text))
+        out += [chunk[i:i + size] for i in range(0, len(chunk), size)]
+    rng.shuffle(out)
+    return out
+
+
+def predict(model: FusionModel, examples: Sequence[Example], text_dim: int, audio_dim: int,
+            batch_size: int = 64, max_audio: int = 1500, drop: str | None = None) -> np.ndarray:
+    """Class probabilities (N, C); `drop` = "text" or "audio" masks that modality."""
+    model.eval()
+    out = []
+    order = sorted(range(len(examples)), key=lambda i: (len(examples[i].audio), len(examples[i].text)))
+    with torch.inference_mode():
+        for b in range(0, len(order), batch_size):
+            idx = order[b:b + batch_size]
+            t, tm, a, am, _ = collate([examples[i] for i in idx], text_dim, audio_dim, max_audio)
+            if drop == "text":
+                tm[:] = False
+            elif drop == "audio":
+                am[:] = False
+            out.append((idx, torch.softmax(model(t, tm, a, am).float(), -1).numpy()))
+    probs = np.zeros((len(examples), model.config.num_classes), np.float32)
+    for idx, p in out:
+        probs[idx] = p
+    return probs
+
+
+def evaluate_examples(model, examples, labels, text_dim, audio_dim, max_audio=1500, drop=None):
+    probs = predict(model, examples, text_dim, audio_dim, max_audio=max_audio, drop=drop)
+    return compute_metrics([e.label for e in examples], probs.argmax(1).tolist(), labels)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+@dataclass
+class TrainResult:
+    model: FusionModel
+    best_epoch: int
+    val_metrics: dict[str, dict]
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def train_fusion(train: Sequence[Example], val: dict[str, Sequence[Example]], labels: list[str],
+                 text_dim: int, audio_dim: int, config: TrainConfig = TrainConfig(),
+                 log_path: Path | None = None, progress: bool = True,
+                 describe: str = "") -> TrainResult:
+    """Train one fusion model; keep the weights of the best validation epoch.
+
+    Selection: the mean of `config.select` over the validation sets (e.g. RAVDESS actors + MELD
+    dev, each weighted equally); ties go to the lower validation loss.
+    """
+    from tqdm import tqdm
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    seed_everything(config.seed)
+    fusion = FusionConfig(architecture=config.architecture, text_dim=text_dim, audio_dim=audio_dim,
+                          num_classes=len(labels), hidden=config.hidden, heads=config.heads,
+                          dropout=config.dropout, attention_dropout=config.attention_dropout)
+    model = FusionModel.build(fusion)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr,
+                                 weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size,
+                                                gamma=config.gamma)
+    weight = None
+    if config.class_weights == "balanced":
+        counts = np.bincount([e.label for e in train], minlength=len(labels)).astype(float)
+        weight = torch.tensor(len(train) / (len(labels) * np.maximum(counts, 1)), dtype=torch.float)
+    loss_fn = nn.CrossEntropyLoss(weight=weight)
+    rng = random.Random(config.seed)
+    log = open(log_path, "w", encoding="utf-8") if log_path else None
+    best_score, best_loss, best_state, best_epoch, best_val = -math.inf, math.inf, None, 0, {}
+    history, since_best, start = [], 0, time.perf_counter()
+    epochs = tqdm(range(1, config.epochs + 1), desc=describe or "training", disable=not progress,
+                  leave=False, dynamic_ncols=True)
+    try:
+        for epoch in epochs:
+            model.train()
+            total, seen = 0.0, 0
+            for idx in batches(train, config.batch_size, rng):
+                t, tm, a, am, y = collate([train[i] for i in idx], text_dim, audio_dim,
+                                          config.max_audio_frames, rng, config.text_dropout,
+                                          config.audio_dropout)
+                loss = loss_fn(model(t, tm, a, am), y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += float(loss) * len(idx)
+                seen += len(idx)
+            scheduler.step()
+            val_metrics, val_loss = {}, 0.0
+            for name, examples in val.items():
+                probs = predict(model, examples, text_dim, audio_dim,
+                                max_audio=config.max_audio_frames)
+                y = np.array([e.label for e in examples])
+                val_loss += float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-9, 1)).mean())
+                val_metrics[name] = compute_metrics(y.tolist(), probs.argmax(1).tolist(), labels)
+            val_loss /= max(1, len(val))
+            score = float(np.mean([m[config.select] for m in val_metrics.values()]))
+            row = {"epoch": epoch, "train_loss": total / max(1, seen), "val_loss": val_loss,
+                   "val_score": score, "lr": optimizer.param_groups[0]["lr"],
+                   "seconds": time.perf_counter() - start,
+                   "val": {n: {k: m[k] for k in ("accuracy", "weighted_f1", "macro_f1",
+                                                  "balanced_accuracy")}
+                           for n, m in val_metrics.items()}}
+            history.append(row)
+            if log:
+                log.write(json.dumps(row) + "\n")
+                log.flush()
+            if score > best_score + 1e-9 or (abs(score - best_score) <= 1e-9 and val_loss < best_loss):
+                best_score, best_loss, best_epoch, best_val = score, val_loss, epoch, val_metrics
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                since_best = 0
+            else:
+                since_best += 1
+            epochs.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{score:.3f}",
+                               best=f"{best_score:.3f}@{best_epoch}")
+            if since_best >= config.patience and epoch >= config.min_epochs:
+                break
+    finally:
+        if log:
+            log.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return TrainResult(model, best_epoch, best_val, history, time.perf_counter() - start)
+
+
+def summary(result: TrainResult) -> str:
+    return "; ".join(f"{name}: {format_metrics(m)}" for name, m in result.val_metrics.items())
