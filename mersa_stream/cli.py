@@ -20,7 +20,7 @@ app = typer.Typer(
     name="mersa", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
     help="Speech emotion recognition from sound and words, utterance by utterance (MERSA).")
 
-stdout = Console(soft_wrap=False)
+stdout = Console(soft_wrap=True)
 stderr = Console(stderr=True, soft_wrap=True)
 
 ConfigOption = typer.Option(None, "--config", "-c", help="Config file (default: ./config.toml if present).")
@@ -92,11 +92,13 @@ def analyze(
         try:
             for path in files:
                 name = str(path)
+                found = 0
                 try:
                     chunks = progress.track(path, stream_audio(path))
                     for result in recognize_stream(chunks, name, cfg.segmenter, recognizer,
                                                    cfg.runtime.batch_size):
                         sink.write(result)
+                        found += 1
                 except InputError as exc:
                     failed += 1
                     stderr.print(f"mersa: {exc.message}", markup=False, highlight=False)
@@ -104,6 +106,8 @@ def analyze(
                 finally:
                     progress.done(path)
                 sink.end_source(name)
+                if not found and fmt != "table":
+                    stderr.print(f"mersa: {name}: no speech found", markup=False, highlight=False)
         finally:
             sink.close()
     if failed:
@@ -127,22 +131,26 @@ def models(
     cfg = build_config(config, set_, checkpoint, asr, text_encoder, audio_encoder)
     inv = resolve_models(cfg)
     ckpt = inv.checkpoint
+    text_origin = inv.text_encoder.origin + (" + self-aligned weights from checkpoint"
+                                             if ckpt.text_encoder_weights else "")
+    audio = inv.audio_encoder
+    rows = [
+        ("emotion", f"{ckpt.model_id} ({ckpt.model.config.architecture}: {', '.join(ckpt.labels)})",
+         "checkpoint", str(ckpt.path)),
+        (inv.asr.role, inv.asr.spec, inv.asr.origin, str(inv.asr.path)),
+        (inv.text_encoder.role, inv.text_encoder.spec, text_origin, str(inv.text_encoder.path)),
+        ("audio encoder", f"whisper encoder of {inv.asr.spec}", "shared with ASR", str(inv.asr.path))
+        if audio is None else (audio.role, audio.spec, audio.origin, str(audio.path)),
+    ]
+    if not stdout.is_terminal:  # piped: one tab-separated line per model
+        for row in rows:
+            print("\t".join(row))
+        return
     table = Table(title="models")
     for column in ("role", "model", "origin", "path"):
         table.add_column(column, overflow="fold")
-    table.add_row("emotion", f"{ckpt.model_id} ({ckpt.model.config.architecture}; "
-                  f"{', '.join(ckpt.labels)})", "checkpoint", str(ckpt.path))
-    table.add_row(inv.asr.role, inv.asr.spec, inv.asr.origin, str(inv.asr.path))
-    text_origin = inv.text_encoder.origin + (" + self-aligned weights from checkpoint"
-                                             if ckpt.text_encoder_weights else "")
-    table.add_row(inv.text_encoder.role, inv.text_encoder.spec, text_origin,
-                  str(inv.text_encoder.path))
-    if inv.audio_encoder is None:
-        table.add_row("audio encoder", f"whisper encoder of {inv.asr.spec}", "shared with ASR",
-                      str(inv.asr.path))
-    else:
-        table.add_row(inv.audio_encoder.role, inv.audio_encoder.spec, inv.audio_encoder.origin,
-                      str(inv.audio_encoder.path))
+    for row in rows:
+        table.add_row(*row)
     stdout.print(table)
 
 

@@ -71,6 +71,7 @@ class ListenConfig:
     queue_size: int = _opt(8, range=(1, 10000))
     overflow: str = _opt("drop-oldest", choices=("drop-oldest", "drop-newest", "block"))
     history: int = _opt(8, range=(1, 200))
+    chunk_ms: int = _opt(30, range=(10, 500))
 
 
 @dataclass(frozen=True)

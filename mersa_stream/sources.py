@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import queue
 import threading
 import time
 from collections import deque

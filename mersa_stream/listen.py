@@ -1,0 +1,349 @@
+"""The `mersa listen` daemon: source -> Segmenter(live) -> bounded queue -> recognizer thread -> sinks.
+
+The main thread reads the source and runs the segmenter (cheap, never waits on recognition); a
+worker thread recognises closed utterances one at a time. Between them sits a queue of at most
+`listen.queue_size` utterances; when recognition falls behind a paced source (a microphone, a file
+played in real time) the overflow policy decides: `drop-oldest` (default: the oldest waiting
+utterance is dropped, so the newest speech is answered first), `drop-newest`, or `block` (the
+reader waits; a microphone then piles audio up in its capture buffer). A file read as fast as
+possible is not paced and always blocks: nothing is dropped. At shutdown (stop(), end of input,
+device lost) the open utterance is closed and everything queued is recognised, whatever the policy.
+
+Latency. "End of speech" is when the last voiced frame of the utterance ended, in wall-clock time:
+the moment the device delivered that audio (microphone), the moment it would have been spoken
+(file played with a speed), or the moment it was fed to the segmenter (file as fast as possible).
+Per utterance:
+  endpoint   end of speech -> segmenter closes the utterance (hangover + block size)
+  queue      closed -> recognition starts
+  recognize  recognition (ASR incl. its encoder, text encoder, fusion; recognizer timings)
+  emit       recognition done -> written to every sink
+  total      end of speech -> emitted (the sum)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
+from typing import Callable, Iterable, Protocol, TextIO
+
+import numpy as np
+
+from .config import Config
+from .errors import DeviceError
+from .segmenter import Segmenter
+from .sources import Chunk, Source
+from .types import SAMPLE_RATE, EmotionResult, Utterance
+
+STAGES = ("total", "endpoint", "queue", "recognize", "emit")
+
+
+class RecognizerLike(Protocol):
+    def recognize(self, utterances: list[Utterance]) -> list[EmotionResult]: ...
+
+
+class Observer:
+    """Told what happens, from either thread (the live view; anything else that wants to know)."""
+
+    def state(self, state: str) -> None: ...  # listening | speech | recognising | stopping
+    def result(self, result: EmotionResult, record: dict) -> None: ...
+    def dropped(self, utterance: Utterance, total: int) -> None: ...
+
+
+class RecordSink:
+    """JSON lines, one per utterance, each flushed as it is written."""
+
+    def __init__(self, stream: TextIO, close: bool = False):
+        self.stream = stream
+        self._close = close
+
+    def write(self, record: dict) -> None:
+        self.stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.stream.flush()
+        if self._close:
+            self.stream.close()
+
+
+def percentile(values: Iterable[float], q: float) -> float:
+    values = list(values)
+    return float(np.percentile(values, q)) if values else math.nan
+
+
+@dataclass
+class ListenStats:
+    detected: int = 0  # utterances closed by the segmenter
+    processed: int = 0  # recognised and emitted
+    dropped: int = 0  # removed by the overflow policy
+    dropped_indices: list[int] = field(default_factory=list)
+    emitted_indices: list[int] = field(default_factory=list)
+    skipped: int = 0  # left over after --max-utterances was reached
+    audio_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    max_queue: int = 0  # most utterances ever waiting
+    source: dict = field(default_factory=dict)
+    latencies: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, name: str, value: float) -> None:
+        self.latencies.setdefault(name, []).append(value)
+
+    def summary(self) -> dict:
+        out = {k: v for k, v in self.__dict__.items() if k not in ("latencies",)}
+        out["latency"] = {name: {"p50": round(percentile(v, 50), 4), "p95": round(percentile(v, 95), 4),
+                                 "n": len(v)}
+                          for name, v in self.latencies.items()}
+        return out
+
+
+class UtteranceQueue:
+    """At most `size` utterances waiting; what happens beyond is the overflow policy."""
+
+    def __init__(self, size: int, policy: str, on_drop: Callable[[Utterance], None]):
+        self.size, self.policy, self.on_drop = size, policy, on_drop
+        self._items: deque = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self.high_water = 0
+
+    def put(self, item, block: bool = False, abort: threading.Event | None = None) -> None:
+        with self._cond:
+            policy = "block" if block else self.policy
+            while len(self._items) >= self.size:
+                if policy == "drop-oldest":
+                    self.on_drop(self._items.popleft()[0])
+                elif policy == "drop-newest":
+                    self.on_drop(item[0])
+                    return
+                else:
+                    if abort is not None and abort.is_set():
+                        break  # shutting down for good: let the queue exceed its size once
+                    self._cond.wait(0.1)
+            self._items.append(item)
+            self.high_water = max(self.high_water, len(self._items))
+            self._cond.notify_all()
+
+    def get(self):
+        """The next item, or None once closed and empty."""
+        with self._cond:
+            while not self._items and not self._closed:
+                self._cond.wait()
+            item = self._items.popleft() if self._items else None
+            self._cond.notify_all()
+            return item
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class Timeline:
+    """Source position (samples) -> wall-clock time at which that audio became available."""
+
+    def __init__(self, speed: float, keep: int = 4096):
+        self.speed = speed
+        self._chunks: deque[tuple[int, float]] = deque(maxlen=keep)  # (end sample, end time)
+        self.position = 0
+
+    def add(self, chunk: Chunk) -> None:
+        self.position += len(chunk.samples)
+        self._chunks.append((self.position, chunk.end_time))
+
+    def wall(self, seconds: float) -> float:
+        sample = seconds * SAMPLE_RATE
+        for end, at in self._chunks:  # recent utterance ends sit near the back; fine for 4k items
+            if end >= sample:
+                break
+        else:
+            if not self._chunks:
+                return time.time()
+            end, at = self._chunks[-1]
+        if math.isfinite(self.speed):
+            at -= (end - sample) / SAMPLE_RATE / self.speed
+        return at
+
+
+class Listener:
+    """Run one listening session: `run()` returns the statistics when the session ends.
+
+    `stop()` may be called from any thread or a signal handler: capture stops, the open utterance
+    is closed, what is queued is recognised and emitted, sinks are flushed, `run()` returns.
+    A DeviceError from the source ends the session the same way, then is raised from `run()`.
+    """
+
+    def __init__(self, config: Config, recognizer: RecognizerLike, source: Source,
+                 sinks: Iterable[RecordSink] = (), observers: Iterable[Observer] = (),
+                 max_utterances: int | None = None, max_duration: float | None = None):
+        self.config = config
+        self.recognizer = recognizer
+        self.source = source
+        self.sinks = list(sinks)
+        self.observers = list(observers)
+        self.max_utterances = max_utterances
+        self.max_duration = max_duration
+        self.stats = ListenStats()
+        self.stop_requested = threading.Event()
+        self._limit_reached = threading.Event()
+        self._lock = threading.Lock()
+        policy = config.listen.overflow if source.paced else "block"
+        self.policy = policy
+        self.queue = UtteranceQueue(config.listen.queue_size, policy, self._dropped)
+        self.timeline = Timeline(source.speed)
+        self.segmenter = Segmenter(config.segmenter, source=source.name, live=True)
+        self.error: BaseException | None = None
+
+    # -- control
+    def stop(self) -> None:
+        self.stop_requested.set()
+        self.source.stop()
+
+    def _notify(self, method: str, *args) -> None:
+        for observer in self.observers:
+            getattr(observer, method)(*args)
+
+    def _dropped(self, utterance: Utterance) -> None:
+        with self._lock:
+            self.stats.dropped += 1
+            self.stats.dropped_indices.append(utterance.index)
+            total = self.stats.dropped
+        self._notify("dropped", utterance, total)
+
+    # -- main loop
+    def run(self) -> ListenStats:
+        started = time.time()
+        worker = threading.Thread(target=self._work, name="mersa-recognizer", daemon=True)
+        worker.start()
+        error = None
+        in_speech = False
+        self._notify("state", "listening")
+        try:
+            for chunk in self.source.chunks():
+                if self.stop_requested.is_set() or self._limit_reached.is_set():
+                    self.source.stop()
+                if chunk is None:
+                    continue
+                if self._limit_reached.is_set():
+                    continue  # drain what the source still hands over, without using it
+                self.timeline.add(chunk)
+                for utterance in self.segmenter.push(chunk.samples):
+                    self._enqueue(utterance)
+                if self.segmenter.in_speech != in_speech:
+                    in_speech = self.segmenter.in_speech
+                    self._notify("state", "speech" if in_speech else "listening")
+                if self.max_duration is not None and \
+                        self.timeline.position / SAMPLE_RATE >= self.max_duration:
+                    self.source.stop()
+                    self.stop_requested.set()
+        except DeviceError as exc:
+            error = exc
+        finally:
+            self.source.stop()
+            self._notify("state", "stopping")
+            try:
+                if not self._limit_reached.is_set():
+                    for utterance in self.segmenter.flush():
+                        self._enqueue(utterance, final=True)
+            finally:
+                self.queue.close()
+                worker.join()
+                self.source.close()
+                for sink in self.sinks:
+                    sink.close()
+                self.stats.audio_seconds = round(self.timeline.position / SAMPLE_RATE, 3)
+                self.stats.wall_seconds = round(time.time() - started, 3)
+                self.stats.max_queue = self.queue.high_water
+                self.stats.source = self.source.stats()
+        if self.error is not None:
+            raise self.error
+        if error is not None:
+            raise error
+        return self.stats
+
+    def _enqueue(self, utterance: Utterance, final: bool = False) -> None:
+        with self._lock:
+            self.stats.detected += 1
+        speech_end = self.timeline.wall(utterance.end)
+        # at shutdown nothing is dropped: the queue may wait, whatever the policy
+        self.queue.put((utterance, speech_end), block=final, abort=None)
+
+    # -- recognition thread
+    def _work(self) -> None:
+        try:
+            while (item := self.queue.get()) is not None:
+                utterance, speech_end = item
+                if self._limit_reached.is_set():
+                    with self._lock:
+                        self.stats.skipped += 1
+                    continue
+                self._notify("state", "recognising")
+                begun = time.time()
+                results = self.recognizer.recognize([utterance])
+                done = time.time()
+                for result in results:
+                    self._emit(result, speech_end, begun, done)
+                self._notify("state", "speech" if self.segmenter.in_speech else "listening")
+        except BaseException as exc:  # noqa: BLE001 - re-raised from run() in the main thread
+            self.error = exc
+            self.stop()
+            # keep draining so that the main thread never waits on a full queue
+            while self.queue.get() is not None:
+                pass
+
+    def _emit(self, result: EmotionResult, speech_end: float, begun: float, done: float) -> None:
+        detected = result.utterance.detected_at or begun
+        emitted = time.time()
+        result = replace(result, emitted_at=emitted)
+        latency = {"total": emitted - speech_end, "endpoint": detected - speech_end,
+                   "queue": begun - detected, "recognize": done - begun, "emit": emitted - done}
+        record = result.to_record()
+        record["speech_ended_at"] = round(speech_end, 4)
+        record["detected_at"] = round(detected, 4)
+        record["emitted_at"] = round(emitted, 4)
+        record["latency"] = {k: round(v, 4) for k, v in latency.items()}
+        for sink in self.sinks:
+            sink.write(record)
+        # the emit stage ends when every sink has the record
+        latency["emit"] = time.time() - done
+        latency["total"] = latency["emit"] + done - speech_end
+        with self._lock:
+            self.stats.processed += 1
+            self.stats.emitted_indices.append(result.utterance.index)
+            for name, value in latency.items():
+                self.stats.add(name, value)
+            for name, value in result.timings.items():
+                self.stats.add(name, value)
+            limit = self.max_utterances is not None and self.stats.processed >= self.max_utterances
+        self._notify("result", result, record)
+        if limit:
+            self._limit_reached.set()
+            self.stop()
+
+
+def format_stats(stats: ListenStats) -> list[str]:
+    """Lines for `--stats` (stderr at exit)."""
+    s = stats
+    lines = [f"utterances: {s.detected} detected, {s.processed} emitted, {s.dropped} dropped"
+             + (f" (indices {s.dropped_indices})" if s.dropped else "")
+             + (f", {s.skipped} beyond --max-utterances" if s.skipped else ""),
+             f"audio: {s.audio_seconds:.1f} s in {s.wall_seconds:.1f} s wall; "
+             f"most utterances waiting: {s.max_queue}"]
+    overruns = s.source.get("capture_overruns")
+    if overruns:
+        lines.append(f"capture buffer overruns: {overruns} blocks lost")
+    if s.latencies:
+        lines.append(f"{'latency (s)':<14}{'p50':>8}{'p95':>8}{'n':>6}")
+        order = list(STAGES) + [k for k in s.latencies if k not in STAGES]
+        for name in order:
+            values = s.latencies.get(name)
+            if values:
+                lines.append(f"{name:<14}{percentile(values, 50):>8.3f}{percentile(values, 95):>8.3f}"
+                             f"{len(values):>6}")
+    return lines

