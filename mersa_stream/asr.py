@@ -90,6 +90,41 @@ class WhisperAsr:
         states = self._to_numpy(self._encode(audios))
         return [s[:self.frames_for(len(a))].copy() for a, s in zip(audios, states)]
 
+    def decode_windows(self, windows: Sequence[np.ndarray]):
+        """Timestamped decoding of packed windows: per window its (start, end, text) segments and
+        its full encoder states (1500, dim)."""
+        if not windows:
+            return [], np.zeros((0, 1500, self.dim), np.float32)
+        encoded = self._encode(windows)
+        cfg = self.config
+        prompt = self.whisper.get_prompt(self.tokenizer, [], without_timestamps=False)
+        results = self.whisper.model.generate(
+            encoded, [list(prompt) for _ in windows], beam_size=cfg.beam_size,
+            max_length=self.whisper.max_length, return_scores=True, return_no_speech_prob=True,
+            suppress_blank=True, suppress_tokens=self._suppress_tokens())
+        segments = [self._timestamped_segments(r.sequences_ids[0], len(w) / SAMPLE_RATE)
+                    for r, w in zip(results, windows)]
+        return segments, self._to_numpy(encoded)
+
+    def _timestamped_segments(self, tokens: list[int], duration: float):
+        begin, eot = self.tokenizer.timestamp_begin, self.tokenizer.eot
+        segments, text, start = [], [], None
+        for token in tokens:
+            if token >= begin:
+                t = (token - begin) * 0.02
+                if text:
+                    segments.append((start if start is not None else 0.0, t,
+                                     self.tokenizer.decode(text)))
+                    text, start = [], None
+                else:
+                    start = t
+            elif token < eot:
+                text.append(token)
+        if text:  # an unfinished last segment runs to the end of the audio
+            segments.append((start if start is not None else 0.0, duration,
+                             self.tokenizer.decode(text)))
+        return segments
+
     def transcribe(self, audios: Sequence[np.ndarray]) -> list[AsrOutput]:
         """One encoder pass for the batch; transcripts and sliced encoder states per utterance."""
         if not audios:

@@ -63,7 +63,8 @@ def analyze(
     files: List[Path] = typer.Argument(..., help="Audio or video files: wav, flac, ogg, mp3, m4a, mp4 ..."),
     fmt: str = typer.Option("table", "--format", "-f", help="table | jsonl | csv | srt."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write results to this file instead of stdout."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Utterances recognised together (runtime.batch_size)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="30 s windows recognised together (runtime.batch_size)."),
+    pack: Optional[bool] = typer.Option(None, "--pack/--no-pack", help="Pack utterances into shared 30 s Whisper windows (runtime.pack_windows)."),
     config: Optional[Path] = ConfigOption,
     set_: List[str] = SetOption,
     checkpoint: Optional[Path] = CheckpointOption,
@@ -82,7 +83,7 @@ def analyze(
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r}: not one of {', '.join(FORMATS)}")
     cfg = build_config(config, set_, checkpoint, asr, text_encoder, audio_encoder, device_type,
-                       batch_size=batch_size)
+                       batch_size=batch_size, pack_windows=pack)
     with stderr.status("loading models", spinner="dots") if stderr.is_terminal else \
             contextlib.nullcontext():
         recognizer = Recognizer(cfg)
@@ -96,7 +97,9 @@ def analyze(
                 try:
                     chunks = progress.track(path, stream_audio(path))
                     for result in recognize_stream(chunks, name, cfg.segmenter, recognizer,
-                                                   cfg.runtime.batch_size):
+                                                   cfg.runtime.batch_size,
+                                                   packed=cfg.runtime.pack_windows,
+                                                   pack_gap_s=cfg.runtime.pack_gap_s):
                         sink.write(result)
                         found += 1
                 except InputError as exc:

@@ -62,6 +62,8 @@ class RuntimeConfig:
     compute_type: str = _opt("auto", choices=("auto", "int8", "int8_float16", "float16", "float32"))
     cpu_threads: int = _opt(0, range=(0, 256))
     batch_size: int = _opt(8, range=(1, 256))
+    pack_windows: bool = False
+    pack_gap_s: float = _opt(0.5, range=(0.0, 5.0))
     text_max_tokens: int = _opt(64, range=(8, 512))
 
 
@@ -87,7 +89,7 @@ def _check_value(where: str, f: dataclasses.Field, value, hint):
     expected = hint
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
-    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+    if not isinstance(value, expected) or (expected in (int, float) and isinstance(value, bool)):
         raise ConfigError(f"{where}: expected {expected.__name__}, got {type(value).__name__} {value!r}")
     if "range" in f.metadata:
         lo, hi = f.metadata["range"]

@@ -48,7 +48,7 @@ class RecognizerLike(Protocol):
 class Observer:
     """Told what happens, from either thread (the live view; anything else that wants to know)."""
 
-    def state(self, state: str) -> None: ...  # listening | speech | recognising | stopping
+    def state(self, state: str) -> None: ...  # listening|speech|recognising|stopping|stopped
     def result(self, result: EmotionResult, record: dict) -> None: ...
     def dropped(self, utterance: Utterance, total: int) -> None: ...
 
@@ -110,7 +110,7 @@ class UtteranceQueue:
         self._closed = False
         self.high_water = 0
 
-    def put(self, item, block: bool = False, abort: threading.Event | None = None) -> None:
+    def put(self, item, block: bool = False) -> None:
         with self._cond:
             policy = "block" if block else self.policy
             while len(self._items) >= self.size:
@@ -120,8 +120,6 @@ class UtteranceQueue:
                     self.on_drop(item[0])
                     return
                 else:
-                    if abort is not None and abort.is_set():
-                        break  # shutting down for good: let the queue exceed its size once
                     self._cond.wait(0.1)
             self._items.append(item)
             self.high_water = max(self.high_water, len(self._items))
@@ -254,6 +252,7 @@ class Listener:
             finally:
                 self.queue.close()
                 worker.join()
+                self._notify("state", "stopped")
                 self.source.close()
                 for sink in self.sinks:
                     sink.close()
@@ -272,7 +271,7 @@ class Listener:
             self.stats.detected += 1
         speech_end = self.timeline.wall(utterance.end)
         # at shutdown nothing is dropped: the queue may wait, whatever the policy
-        self.queue.put((utterance, speech_end), block=final, abort=None)
+        self.queue.put((utterance, speech_end), block=final)
 
     # -- recognition thread
     def _work(self) -> None:

@@ -25,7 +25,7 @@ from .errors import ConfigError, DeviceError
 from .listen import Listener, Observer, RecordSink, format_stats
 
 STATE_STYLE = {"listening": "green", "speech": "bold yellow", "recognising": "cyan",
-               "stopping": "magenta", "loading": "dim"}
+               "stopping": "magenta", "stopped": "dim", "loading": "dim"}
 
 
 class LiveView(Observer):

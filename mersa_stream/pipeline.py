@@ -9,6 +9,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from .config import SegmenterConfig
+from .packing import pack
 from .recognizer import Recognizer
 from .segmenter import Segmenter
 from .types import EmotionResult, Utterance
@@ -27,7 +28,15 @@ def batched(items: Iterable, size: int) -> Iterator[list]:
 
 
 def recognize_stream(chunks: Iterable[np.ndarray], source: str, segmenter_config: SegmenterConfig,
-                     recognizer: Recognizer, batch_size: int = 1) -> Iterator[EmotionResult]:
+                     recognizer: Recognizer, batch_size: int = 1, packed: bool = False,
+                     pack_gap_s: float = 0.5) -> Iterator[EmotionResult]:
+    """`batch_size` counts utterances, or with `packed` 30 s windows (see packing.py); packing
+    happens before batching, so the results do not depend on the batch size."""
     segmenter = Segmenter(segmenter_config, source=source)
-    for batch in batched(segment(chunks, segmenter), batch_size):
-        yield from recognizer.recognize(batch)
+    utterances = segment(chunks, segmenter)
+    if packed:
+        for windows in batched(pack(utterances, gap_s=pack_gap_s), batch_size):
+            yield from recognizer.recognize_windows(windows)
+    else:
+        for batch in batched(utterances, batch_size):
+            yield from recognizer.recognize(batch)

@@ -4,6 +4,7 @@ text encoder, fusion model. Built once from the config and the checkpoint it nam
 from __future__ import annotations
 
 import time
+import zlib
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -16,7 +17,8 @@ from .config import Config
 from .encoders.text import TextEncoder
 from .errors import ModelError
 from .resolve import ResolvedModel, resolve_asr, resolve_file, resolve_transformers
-from .types import EmotionResult, Utterance
+from .packing import Window, assign_segments
+from .types import EmotionResult, Transcript, Utterance
 
 
 def pad_sequences(arrays: Sequence[np.ndarray], dim: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,6 +59,12 @@ def resolve_models(config: Config) -> ModelInventory:
     return ModelInventory(checkpoint, asr, text, audio)
 
 
+def is_repetitive(text: str, threshold: float = 2.4) -> bool:
+    """Whisper's own test for a decoding loop: the text compresses too well."""
+    data = text.encode("utf-8")
+    return len(data) > 40 and len(data) / len(zlib.compress(data)) > threshold
+
+
 class Recognizer:
     def __init__(self, config: Config, inventory: ModelInventory | None = None):
         runtime = config.runtime
@@ -94,28 +102,50 @@ class Recognizer:
         return VGGishEncoder(resolved.path, device=self.device)
 
     def recognize(self, utterances: Sequence[Utterance]) -> list[EmotionResult]:
-        """One batch: every stage runs once over all of `utterances`."""
+        """One batch, each utterance in its own Whisper window (listen, and analyze --no-pack)."""
         if not utterances:
             return []
-        clock = time.perf_counter
-        t0 = clock()
+        start = time.perf_counter()
         asr_out = self.asr.transcribe([u.audio for u in utterances])
+        asr_time = time.perf_counter() - start
+        return self._classify(utterances, [o.transcript for o in asr_out],
+                              [o.encoder_states for o in asr_out], asr_time)
+
+    def recognize_windows(self, windows: Sequence[Window]) -> list[EmotionResult]:
+        """One batch of packed windows (see packing.py): one encoder pass and one decoding each."""
+        if not windows:
+            return []
+        start = time.perf_counter()
+        segments, states = self.asr.decode_windows([w.audio for w in windows])
+        utterances, transcripts, frames = [], [], []
+        for window, window_segments, window_states in zip(windows, segments, states):
+            texts = assign_segments(window_segments, window.placements)
+            utterances += [p.utterance for p in window.placements]
+            transcripts += [Transcript(text) for text in texts]
+            frames += [window_states[p.frames].copy() for p in window.placements]
+        # A window's decoding can stop early or loop; those utterances get their own window.
+        redo = [i for i, t in enumerate(transcripts) if not t.text or is_repetitive(t.text)]
+        for i, out in zip(redo, self.asr.transcribe([utterances[i].audio for i in redo])):
+            transcripts[i], frames[i] = out.transcript, out.encoder_states
+        return self._classify(utterances, transcripts, frames, time.perf_counter() - start)
+
+    def _classify(self, utterances, transcripts, whisper_frames, asr_time) -> list[EmotionResult]:
+        clock = time.perf_counter
         t1 = clock()
         if self.audio_encoder is None:
-            audio_frames = [o.encoder_states for o in asr_out]
+            audio_frames = whisper_frames
         else:
             audio_frames = self.audio_encoder.encode([u.audio for u in utterances])
         t2 = clock()
-        texts = [o.transcript.text for o in asr_out]
-        text_states, text_mask = self.text_encoder.encode(texts)
+        text_states, text_mask = self.text_encoder.encode([t.text for t in transcripts])
         t3 = clock()
         audio, audio_mask = pad_sequences(audio_frames, self.checkpoint.audio_encoder.dim)
         probs = self.model.predict_proba(text_states.float(), text_mask, audio.to(self.device),
                                          audio_mask.to(self.device)).cpu().numpy()
         t4 = clock()
-        timings = {"asr": t1 - t0, "audio_encoder": t2 - t1, "text_encoder": t3 - t2,
+        timings = {"asr": asr_time, "audio_encoder": t2 - t1, "text_encoder": t3 - t2,
                    "fusion": t4 - t3}
-        return [self._result(u, o.transcript, p, timings) for u, o, p in zip(utterances, asr_out, probs)]
+        return [self._result(u, t, p, timings) for u, t, p in zip(utterances, transcripts, probs)]
 
     def _result(self, utterance, transcript, probs, timings) -> EmotionResult:
         best = int(np.argmax(probs))

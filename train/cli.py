@@ -34,9 +34,11 @@ def _text_data(values: List[str]):
     return tuple(out)
 
 
-def _split(dataset: str, split: Optional[str], data_dir: Path) -> str:
-    from .data import default_split, detect_dataset
+def _split(dataset: str, split: Optional[str], data_dir: Path) -> tuple[str, str]:
+    from .data import DATASETS, default_split, detect_dataset
 
+    if dataset not in DATASETS + ("auto",):
+        raise ConfigError(f"--dataset {dataset!r}: one of {', '.join(DATASETS)}, auto")
     if dataset == "auto":
         dataset = detect_dataset(data_dir)
     return split or default_split(dataset), dataset
@@ -60,6 +62,7 @@ def train(
     align_epochs: int = typer.Option(2, "--align-epochs", help="Self-align epochs."),
     align_layers: int = typer.Option(2, "--align-layers", help="Self-align: fine-tune only the top N transformer layers (0 = all)."),
     text_data: List[str] = TextDataOption,
+    text_data_per_epoch: int = typer.Option(0, "--text-data-per-epoch", help="Examples of the --text-data drawn per epoch (0 = all)."),
     no_audio: bool = typer.Option(False, "--no-audio", help="Ignore the audio (text branch only)."),
     no_text: bool = typer.Option(False, "--no-text", help="Ignore the text (audio branch only)."),
     batch_size: int = typer.Option(32, "--batch-size", help="1 = the paper's unpadded batches."),
@@ -93,7 +96,7 @@ def train(
     cfg = TrainConfig(architecture=architecture, batch_size=batch_size, epochs=epochs,
                       patience=patience, lr=lr, text_dropout=text_dropout,
                       audio_dropout=audio_dropout, class_weights=class_weights, select=select,
-                      seed=seed, threads=threads)
+                      seed=seed, threads=threads, extra_per_epoch=text_data_per_epoch)
     from mersa_stream.fusion import ARCHITECTURES
 
     if architecture not in ARCHITECTURES:
@@ -118,6 +121,8 @@ def train(
 
         opts = replace(opts, aligned_weights=str(align_dir))
     result = run(opts, say=_say)
+    if self_align:  # the checkpoint holds the aligned tensors: no second copy
+        (out / "self_align" / "text_encoder.safetensors").unlink(missing_ok=True)
     _say(f"checkpoint: {result.checkpoint} (best epoch {result.result.best_epoch}, "
          f"{result.seconds:.0f} s)")
 
@@ -139,13 +144,16 @@ def experiments(
     audio_encoders: str = typer.Option("whisper", "--audio-encoders", help="Comma-separated: whisper, wav2vec2, vggish."),
     wav2vec2: str = typer.Option("facebook/wav2vec2-base", "--wav2vec2", help="wav2vec2 model (hub name or folder)."),
     vggish: str = typer.Option("", "--vggish", help="VGGish weights file."),
-    aligned: Optional[Path] = typer.Option(None, "--aligned-text-encoder", help="Self-aligned encoder for the MERSA rows (else the plain one; SERVER/3M-SER always plain)."),
+    text_encoder: str = typer.Option("sentence-transformers/all-MiniLM-L6-v2", "--text-encoder", help="BERT-family hub name or folder."),
+    aligned: Optional[Path] = typer.Option(None, "--aligned-text-encoder", help="A self-aligned text encoder: every architecture is also run with it (rows \"self-aligned\")."),
     text_data: List[str] = TextDataOption,
     no_audio: bool = typer.Option(False, "--no-audio"),
     no_text: bool = typer.Option(False, "--no-text"),
     batch_size: int = typer.Option(32, "--batch-size"),
     epochs: int = typer.Option(200, "--epochs"),
     patience: int = typer.Option(20, "--patience"),
+    lr: float = typer.Option(1e-4, "--lr"),
+    text_data_per_epoch: int = typer.Option(0, "--text-data-per-epoch"),
     seeds: str = typer.Option("0", "--seeds", help="Comma-separated seeds; figures are their mean."),
     threads: int = typer.Option(0, "--threads"),
     cache_dir: Optional[Path] = CacheOption,
@@ -169,7 +177,9 @@ def experiments(
                      epochs=epochs, patience=patience,
                      seeds=[int(s) for s in seeds.split(",") if s.strip()],
                      cache_dir=str(cache_dir) if cache_dir else None,
-                     allow_absolute_paths=allow_absolute_paths, say=_say)
+                     allow_absolute_paths=allow_absolute_paths, text_encoder=text_encoder,
+                     train_overrides={"lr": lr, "extra_per_epoch": text_data_per_epoch},
+                     say=_say)
     stdout.print(table, markup=False, highlight=False)
 
 

@@ -54,6 +54,7 @@ class TrainConfig:
     class_weights: str = "none"  # none | balanced
     select: str = "accuracy"  # validation metric for early stopping (higher is better)
     max_audio_frames: int = 1500
+    extra_per_epoch: int = 0  # extra text-only examples drawn per epoch (0 = all of them)
     seed: int = 0
     threads: int = 0
 
@@ -152,8 +153,12 @@ class TrainResult:
 def train_fusion(train: Sequence[Example], val: dict[str, Sequence[Example]], labels: list[str],
                  text_dim: int, audio_dim: int, config: TrainConfig = TrainConfig(),
                  log_path: Path | None = None, progress: bool = True,
-                 describe: str = "") -> TrainResult:
+                 describe: str = "", extra: Sequence[Example] = ()) -> TrainResult:
     """Train one fusion model; keep the weights of the best validation epoch.
+
+    `extra`: further training examples (text-only data such as MELD next to RAVDESS); each epoch
+    takes `config.extra_per_epoch` of them at random (0 = all), so a small audio corpus is not
+    drowned by a large text corpus and an epoch stays short.
 
     Selection: the mean of `config.select` over the validation sets (e.g. RAVDESS actors + MELD
     dev, each weighted equally); ties go to the lower validation loss.
@@ -174,7 +179,9 @@ def train_fusion(train: Sequence[Example], val: dict[str, Sequence[Example]], la
     weight = None
     if config.class_weights == "balanced":
         counts = np.bincount([e.label for e in train], minlength=len(labels)).astype(float)
-        weight = torch.tensor(len(train) / (len(labels) * np.maximum(counts, 1)), dtype=torch.float)
+        counts += np.bincount([e.label for e in extra], minlength=len(labels))
+        weight = torch.tensor(counts.sum() / (len(labels) * np.maximum(counts, 1)),
+                              dtype=torch.float)
     loss_fn = nn.CrossEntropyLoss(weight=weight)
     rng = random.Random(config.seed)
     log = open(log_path, "w", encoding="utf-8") if log_path else None
@@ -186,15 +193,19 @@ def train_fusion(train: Sequence[Example], val: dict[str, Sequence[Example]], la
         for epoch in epochs:
             model.train()
             total, seen = 0.0, 0
-            for idx in batches(train, config.batch_size, rng):
-                t, tm, a, am, y = collate([train[i] for i in idx], text_dim, audio_dim,
+            epoch_set = list(train)
+            if extra:
+                k = config.extra_per_epoch
+                epoch_set += list(extra) if k <= 0 or k >= len(extra) else rng.sample(list(extra), k)
+            for idx in batches(epoch_set, config.batch_size, rng):
+                t, tm, a, am, y = collate([epoch_set[i] for i in idx], text_dim, audio_dim,
                                           config.max_audio_frames, rng, config.text_dropout,
                                           config.audio_dropout)
                 loss = loss_fn(model(t, tm, a, am), y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                total += float(loss) * len(idx)
+                total += float(loss.detach()) * len(idx)
                 seen += len(idx)
             scheduler.step()
             val_metrics, val_loss = {}, 0.0

@@ -175,7 +175,9 @@ def run(opts: RunOptions, featurizers: Featurizers | None = None, progress: bool
     cache_lines = [s.line(f"{m} features") for m, s in featurizers.cache.stats.items()]
     for line in cache_lines:
         say(line)
-    train_set = [e for n, v in examples.items() if n.endswith("/train") for e in v]
+    train_set = examples[f"{opts.dataset}/train"]
+    extra_set = [e for n, v in examples.items() if n.endswith("/train")
+                 and not n.startswith(f"{opts.dataset}/") for e in v]
     val_sets = {n: v for n, v in examples.items() if n.endswith("/val")}
     test_sets = {n: v for n, v in examples.items() if n.endswith("/test")}
     log_path = None
@@ -184,7 +186,8 @@ def run(opts: RunOptions, featurizers: Featurizers | None = None, progress: bool
         log_path = Path(opts.out) / "train_log.jsonl"
     result = train_fusion(train_set, val_sets, labels, text_dim, audio_dim, opts.train,
                           log_path=log_path, progress=progress,
-                          describe=f"{opts.train.architecture} {opts.audio_encoder}")
+                          describe=f"{opts.train.architecture} {opts.audio_encoder}",
+                          extra=extra_set)
     cfg = opts.train
     val = {n: evaluate_examples(result.model, v, labels, text_dim, audio_dim,
                                 cfg.max_audio_frames) for n, v in val_sets.items()}
@@ -217,6 +220,9 @@ def run(opts: RunOptions, featurizers: Featurizers | None = None, progress: bool
                       "metrics": {"val": _short(val), "test": _short(test)}})
         ckpt_path = save_checkpoint(ckpt, opts.out, model_card(opts, result, val, test, counts,
                                                                 labels))
+        for f in Path(opts.out).iterdir():
+            if f.is_file():
+                f.chmod(0o644)
     return RunResult(result, val, test, ckpt_path, labels, counts,
                      time.perf_counter() - start, cache_lines)
 

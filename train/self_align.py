@@ -288,9 +288,10 @@ def self_align(train: Sequence[Record], val: Sequence[Record], labels: list[str]
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                total += float(loss)
+                value = float(loss.detach())
+                total += value
                 step += 1
-                bar.set_postfix(loss=f"{float(loss):.3f}")
+                bar.set_postfix(loss=f"{value:.3f}")
             row = {"epoch": epoch, "steps": len(plan), "loss": total / max(1, len(plan)),
                    "seconds": time.perf_counter() - start}
             log.write(json.dumps(row) + "\n")
