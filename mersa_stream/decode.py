@@ -6,7 +6,8 @@ the rest: mp3, m4a/aac, opus, the audio track of mp4/mkv/webm.
 
 from __future__ import annotations
 
-import os
+import re
+import stat
 from pathlib import Path
 from typing import Iterator
 
@@ -18,6 +19,11 @@ from .errors import InputError
 from .types import SAMPLE_RATE
 
 CHUNK_SECONDS = 10.0
+MIN_RATE, MAX_RATE = 1_000, 768_000  # a header outside this is damaged, not exotic
+MAX_BLOCK_SAMPLES = 4_000_000  # frames x channels read at once (16 MB of float32), any header
+SNIFF_BYTES = 4096
+# libsndfile and PyAV raise these for damaged data (PyAV's errors subclass OSError/ValueError)
+_DECODE_ERRORS = (sf.LibsndfileError, RuntimeError, ValueError, OSError, EOFError, TypeError)
 
 
 def _finite(block: np.ndarray) -> np.ndarray:
@@ -27,7 +33,10 @@ def _finite(block: np.ndarray) -> np.ndarray:
 
 
 def _soundfile_chunks(path: Path, info) -> Iterator[np.ndarray]:
-    block = max(1, int(CHUNK_SECONDS * info.samplerate))
+    if not MIN_RATE <= info.samplerate <= MAX_RATE or info.channels < 1:
+        raise InputError(f"{path}: damaged header ({info.samplerate} Hz, {info.channels} "
+                         f"channels)")
+    block = max(1, min(int(CHUNK_SECONDS * info.samplerate), MAX_BLOCK_SAMPLES // info.channels))
     resampler = None if info.samplerate == SAMPLE_RATE else soxr.ResampleStream(
         info.samplerate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
     with sf.SoundFile(str(path)) as f:
@@ -49,11 +58,16 @@ def _pyav_chunks(path: Path) -> Iterator[np.ndarray]:
 
     try:
         container = av.open(str(path), metadata_errors="ignore")
-    except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
+    except PermissionError:
+        raise InputError(f"{path}: permission denied") from None
+    except (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: not a readable audio or video file ({_reason(exc)})") from None
     with container:
         if not container.streams.audio:
-            raise InputError(f"{path}: has no audio stream")
+            if container.streams.video:
+                raise InputError(f"{path}: has no audio stream (video only)")
+            raise InputError(f"{path}: not an audio or video file (read as "
+                             f"{container.format.name}, no audio stream)")
         stream = container.streams.audio[0]
         resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
         pending: list[np.ndarray] = []
@@ -69,42 +83,82 @@ def _pyav_chunks(path: Path) -> Iterator[np.ndarray]:
                     pending, pending_len = [], 0
             for out in resampler.resample(None):
                 pending.append(out.to_ndarray().reshape(-1))
-        except av.error.FFmpegError as exc:
+        except _DECODE_ERRORS as exc:
             raise InputError(f"{path}: audio stream is damaged ({_reason(exc)})") from None
         if pending:
             yield _finite(np.concatenate(pending).astype(np.float32, copy=False))
 
 
-def _reason(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-    return text[:160]
+def _reason(exc: BaseException) -> str:
+    """The library's own words, on one line, without errno numbers or the (already named) path."""
+    text = getattr(exc, "strerror", None) or str(exc)
+    text = re.sub(r"^\[Errno -?\d+\]\s*", "", str(text).strip())
+    text = text.splitlines()[0].strip() if text else ""
+    return (text or exc.__class__.__name__)[:160]
 
 
-def check_readable(path: Path) -> None:
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if path.is_dir():
+def looks_like_text(head: bytes) -> bool:
+    """Plain text (UTF-8, no NUL, almost all printable): a transcript, a CSV, a playlist ..."""
+    if not head or b"\0" in head:
+        return False
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 3:  # only a multi-byte character cut by the sniff may fail
+            return False
+        text = head[:exc.start].decode("utf-8")
+    printable = sum(c.isprintable() or c in "\t\r\n\f" for c in text)
+    return printable >= 0.95 * max(1, len(text))
+
+
+def check_readable(path: Path) -> bytes:
+    """One-line InputError for a path that is no readable file; else its first bytes.
+
+    Permission is tested by opening the file, not with os.access: that is what counts (root,
+    ACLs, network file systems)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except PermissionError:
+        raise InputError(f"{path}: permission denied (on a folder above it)") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({_reason(exc)})") from None
+    if stat.S_ISDIR(st.st_mode):
         raise InputError(f"{path}: is a directory, not an audio file")
-    if not os.access(path, os.R_OK):
-        raise InputError(f"{path}: permission denied")
-    if path.stat().st_size == 0:
+    if not stat.S_ISREG(st.st_mode):
+        return b""  # a pipe or device: nothing to sniff without consuming it
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(SNIFF_BYTES)
+    except PermissionError:
+        raise InputError(f"{path}: permission denied") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({_reason(exc)})") from None
+    if not head:
         raise InputError(f"{path}: file is empty (0 bytes)")
+    return head
 
 
 def stream_audio(path: str | Path) -> Iterator[np.ndarray]:
-    """Yield consecutive 16 kHz mono float32 chunks of `path`; InputError if unreadable."""
+    """Yield consecutive 16 kHz mono float32 chunks of `path`; InputError if unreadable.
+
+    Nothing is read before the first chunk is asked for; a file is never held whole."""
     path = Path(path)
-    check_readable(path)
+    head = check_readable(path)
     try:
         info = sf.info(str(path))
-    except (sf.LibsndfileError, RuntimeError, TypeError):
+    except _DECODE_ERRORS:
         info = None
     if info is not None and info.frames > 0:
         try:
             yield from _soundfile_chunks(path, info)
             return
-        except sf.LibsndfileError as exc:
+        except _DECODE_ERRORS as exc:
             raise InputError(f"{path}: audio data is damaged ({_reason(exc)})") from None
+    if info is None and looks_like_text(head):
+        # FFmpeg would read text as ANSI art or follow it as a playlist: say what it is instead
+        raise InputError(f"{path}: is a text file, not audio")
     yield from _pyav_chunks(path)
 
 

@@ -63,7 +63,11 @@ class Segmenter:
         return self._frame_index * self.config.frame_ms / 1000
 
     def push(self, chunk: np.ndarray) -> list[Utterance]:
+        """State kept between calls is bounded: under one frame of carry, the pre-roll + start
+        window of history, and an open utterance of at most `max_utterance_s` (+ pre-roll)."""
         chunk = np.asarray(chunk, dtype=np.float32).reshape(-1)
+        if not np.isfinite(chunk).all():  # NaN/inf would become arbitrary PCM values
+            chunk = np.nan_to_num(chunk, nan=0.0, posinf=1.0, neginf=-1.0)
         data = np.concatenate([self._carry, chunk]) if len(self._carry) else chunk
         n = len(data) // self.frame_len
         self._carry = data[n * self.frame_len:].copy()

@@ -18,20 +18,33 @@ FORMATS = ("table", "jsonl", "csv", "srt")
 
 class Sink(Protocol):
     def write(self, result: EmotionResult) -> None: ...
-    def end_source(self, source: str) -> None: ...
+    def end_source(self, source: str, utterances: int = 0) -> None: ...
     def close(self) -> None: ...
 
 
-class JsonlSink:
-    def __init__(self, stream: TextIO):
-        self.stream = stream
+def completion_record(source: str, utterances: int) -> dict:
+    """The JSONL line (`analyze --resume`) that says every utterance of `source` is above it."""
+    return {"file": source, "complete": True, "utterances": utterances}
 
-    def write(self, result: EmotionResult) -> None:
-        self.stream.write(json.dumps(result.to_record(), ensure_ascii=False) + "\n")
+
+class JsonlSink:
+    """One JSON object per line, each written whole and flushed. With `completion_records`, a
+    file's last line is `completion_record(file, n)`: what `analyze --resume` goes by."""
+
+    def __init__(self, stream: TextIO, completion_records: bool = False):
+        self.stream = stream
+        self.completion_records = completion_records
+
+    def _line(self, record: dict) -> None:
+        self.stream.write(json.dumps(record, ensure_ascii=False) + "\n")
         self.stream.flush()
 
-    def end_source(self, source: str) -> None:
-        pass
+    def write(self, result: EmotionResult) -> None:
+        self._line(result.to_record())
+
+    def end_source(self, source: str, utterances: int = 0) -> None:
+        if self.completion_records:
+            self._line(completion_record(source, utterances))
 
     def close(self) -> None:
         self.stream.flush()
@@ -61,7 +74,7 @@ class CsvSink:
         self.stream.write(buffer.getvalue())
         self.stream.flush()
 
-    def end_source(self, source: str) -> None:
+    def end_source(self, source: str, utterances: int = 0) -> None:
         pass
 
     def close(self) -> None:
@@ -91,7 +104,7 @@ class SrtSink:
                           f"[{result.label} {result.confidence:.0%}] {text}\n\n")
         self.stream.flush()
 
-    def end_source(self, source: str) -> None:
+    def end_source(self, source: str, utterances: int = 0) -> None:
         self.count = 0
 
     def close(self) -> None:
@@ -99,24 +112,25 @@ class SrtSink:
 
 
 class TableSink:
-    """A rich table per file, printed when the file is done."""
+    """A rich table per file, printed when the file is done. Only the printed cells are kept
+    until then (not the utterance audio), so a long file costs a few bytes per utterance."""
 
     def __init__(self, console: Console):
         self.console = console
-        self.rows: list[EmotionResult] = []
+        self.rows: list[tuple[str, ...]] = []
 
     def write(self, result: EmotionResult) -> None:
-        self.rows.append(result)
+        u = result.utterance
+        self.rows.append((f"{u.start:.2f}", f"{u.end:.2f}", result.transcript.text or "[no words]",
+                          result.label, f"{result.confidence:.2f}"))
 
-    def end_source(self, source: str) -> None:
+    def end_source(self, source: str, utterances: int = 0) -> None:
         table = Table(title=source, title_justify="left", expand=False)
         for name, justify in (("start", "right"), ("end", "right"), ("text", "left"),
                               ("emotion", "left"), ("confidence", "right")):
             table.add_column(name, justify=justify, overflow="fold")
-        for r in self.rows:
-            u = r.utterance
-            table.add_row(f"{u.start:.2f}", f"{u.end:.2f}", r.transcript.text or "[no words]",
-                          r.label, f"{r.confidence:.2f}")
+        for row in self.rows:
+            table.add_row(*row)
         if self.rows:
             self.console.print(table)
         else:
@@ -127,7 +141,9 @@ class TableSink:
         pass
 
 
-def make_sink(fmt: str, stream: TextIO, console: Console) -> Sink:
+def make_sink(fmt: str, stream: TextIO, console: Console, completion_records: bool = False) -> Sink:
     if fmt == "table":
         return TableSink(console)
-    return {"jsonl": JsonlSink, "csv": CsvSink, "srt": SrtSink}[fmt](stream)
+    if fmt == "jsonl":
+        return JsonlSink(stream, completion_records)
+    return {"csv": CsvSink, "srt": SrtSink}[fmt](stream)

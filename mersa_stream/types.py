@@ -66,7 +66,7 @@ class EmotionResult:
             "model": self.model_id,
         }
         if u.detected_at is not None:
-            record["speech_ended_at"] = u.detected_at
+            record["detected_at"] = u.detected_at
         if self.emitted_at is not None:
             record["emitted_at"] = self.emitted_at
         if self.timings:

@@ -63,6 +63,7 @@ def train(
     align_layers: int = typer.Option(2, "--align-layers", help="Self-align: fine-tune only the top N transformer layers (0 = all)."),
     text_data: List[str] = TextDataOption,
     text_data_per_epoch: int = typer.Option(0, "--text-data-per-epoch", help="Examples of the --text-data drawn per epoch (0 = all)."),
+    pair_text: float = typer.Option(0.0, "--pair-text", min=0.0, max=1.0, help="Share of audio examples that take the words of a same-label --text-data example each epoch (cross-corpus pairing)."),
     no_audio: bool = typer.Option(False, "--no-audio", help="Ignore the audio (text branch only)."),
     no_text: bool = typer.Option(False, "--no-text", help="Ignore the text (audio branch only)."),
     batch_size: int = typer.Option(32, "--batch-size", help="1 = the paper's unpadded batches."),
@@ -96,7 +97,8 @@ def train(
     cfg = TrainConfig(architecture=architecture, batch_size=batch_size, epochs=epochs,
                       patience=patience, lr=lr, text_dropout=text_dropout,
                       audio_dropout=audio_dropout, class_weights=class_weights, select=select,
-                      seed=seed, threads=threads, extra_per_epoch=text_data_per_epoch)
+                      seed=seed, threads=threads, extra_per_epoch=text_data_per_epoch,
+                      pair_text=pair_text)
     from mersa_stream.fusion import ARCHITECTURES
 
     if architecture not in ARCHITECTURES:
