@@ -258,7 +258,8 @@ labels {labels}.
 - Training: Adam lr {cfg.lr}, StepLR({cfg.step_size}, {cfg.gamma}), dropout {cfg.dropout}, batch {cfg.batch_size}
   ({'padded with masks' if cfg.batch_size > 1 else 'unpadded'}), up to {cfg.epochs} epochs, early stopping on
   validation {cfg.select} (patience {cfg.patience}); best epoch {result.best_epoch}; modality dropout
-  text {cfg.text_dropout} / audio {cfg.audio_dropout}; seed {cfg.seed}.
+  text {cfg.text_dropout} / audio {cfg.audio_dropout}; cross-corpus text pairing {cfg.pair_text};
+  seed {cfg.seed}.
 
 ## Data
 
