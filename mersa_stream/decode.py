@@ -22,7 +22,7 @@ CHUNK_SECONDS = 10.0
 MIN_RATE, MAX_RATE = 1_000, 768_000  # a header outside this is damaged, not exotic
 MAX_BLOCK_SAMPLES = 4_000_000  # frames x channels read at once (16 MB of float32), any header
 SNIFF_BYTES = 4096
-# libsndfile and PyAV raise these for damaged data (PyAV's errors subclass OSError/ValueError)
+# what libsndfile, soxr and PyAV raise (besides av.error.FFmpegError) on damaged data
 _DECODE_ERRORS = (sf.LibsndfileError, RuntimeError, ValueError, OSError, EOFError, TypeError)
 
 
@@ -83,7 +83,9 @@ def _pyav_chunks(path: Path) -> Iterator[np.ndarray]:
                     pending, pending_len = [], 0
             for out in resampler.resample(None):
                 pending.append(out.to_ndarray().reshape(-1))
-        except _DECODE_ERRORS as exc:
+        except av.error.DecoderNotFoundError:
+            raise InputError(f"{path}: unsupported audio codec (no decoder for it)") from None
+        except (av.error.FFmpegError, *_DECODE_ERRORS) as exc:
             raise InputError(f"{path}: audio stream is damaged ({_reason(exc)})") from None
         if pending:
             yield _finite(np.concatenate(pending).astype(np.float32, copy=False))
@@ -158,7 +160,7 @@ def stream_audio(path: str | Path) -> Iterator[np.ndarray]:
             raise InputError(f"{path}: audio data is damaged ({_reason(exc)})") from None
     if info is None and looks_like_text(head):
         # FFmpeg would read text as ANSI art or follow it as a playlist: say what it is instead
-        raise InputError(f"{path}: is a text file, not audio")
+        raise InputError(f"{path}: not a readable audio or video file (it is text)")
     yield from _pyav_chunks(path)
 
 

@@ -7,7 +7,7 @@ Exit codes (README, "Exit codes"):
   3  an input file could not be read or decoded (other files still complete)
   4  a model or checkpoint could not be found or loaded
   5  audio device missing, busy or lost (listen)
-  130 interrupted before anything could be finished
+  130 interrupted (SIGINT/SIGTERM in analyze): what was finished is written, the rest is not
 """
 
 from __future__ import annotations

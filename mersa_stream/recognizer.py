@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import zlib
+from collections import Counter
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -87,6 +88,7 @@ class Recognizer:
                                  f"the one configured gives {have}-d")
         self.model = ckpt.model.to(self.device).eval()
         self.labels = ckpt.labels
+        self.stage_seconds: Counter[str] = Counter()  # cumulative, per stage (benchmarks, stats)
         self.model_id = ckpt.model_id
 
     def _audio_encoder(self):
@@ -145,6 +147,7 @@ class Recognizer:
         t4 = clock()
         timings = {"asr": asr_time, "audio_encoder": t2 - t1, "text_encoder": t3 - t2,
                    "fusion": t4 - t3}
+        self.stage_seconds.update(timings)
         return [self._result(u, t, p, timings) for u, t, p in zip(utterances, transcripts, probs)]
 
     def _result(self, utterance, transcript, probs, timings) -> EmotionResult:
