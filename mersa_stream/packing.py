@@ -42,7 +42,7 @@ class Window:
     placements: tuple[Placement, ...]
 
 
-def pack(utterances: Iterable[Utterance], gap_s: float = 0.5,
+def pack(utterances: Iterable[Utterance], gap_s: float = 0.2,
          window_s: float = WINDOW_SECONDS) -> Iterator[Window]:
     """Greedy, in order, lazily: a window takes utterances while they fit in `window_s`."""
     limit, gap = int(window_s * SAMPLE_RATE), int(gap_s * SAMPLE_RATE)
@@ -69,16 +69,32 @@ def _window(placements: list[Placement], length: int) -> Window:
 
 def assign_segments(segments: Sequence[tuple[float, float, str]],
                     placements: Sequence[Placement]) -> list[str]:
-    """Text per placement: each (start, end, text) segment goes to the placement it overlaps most
-    (the nearest one when it overlaps none)."""
+    """Text per placement from a window's (start, end, text) segments.
+
+    A segment inside one placement goes to it (the nearest one when it overlaps none). A segment
+    that Whisper ran across a boundary is split: its words are shared out in proportion to the
+    time it overlaps each placement, in order.
+    """
     texts: list[list[str]] = [[] for _ in placements]
     for start, end, text in segments:
-        def score(p: Placement) -> tuple[float, float]:
-            a, b = p.span
-            overlap = min(end, b) - max(start, a)
-            return overlap, -abs((start + end) / 2 - (a + b) / 2)
-
-        best = max(range(len(placements)), key=lambda i: score(placements[i]))
-        if text.strip():
-            texts[best].append(text.strip())
+        words = text.split()
+        if not words:
+            continue
+        overlaps = [max(0.0, min(end, p.span[1]) - max(start, p.span[0])) for p in placements]
+        total = sum(overlaps)
+        if total <= 0 or max(overlaps) >= 0.9 * total:
+            middle = (start + end) / 2
+            best = max(range(len(placements)), key=lambda i: (
+                overlaps[i], -abs(middle - sum(placements[i].span) / 2)))
+            texts[best].append(" ".join(words))
+            continue
+        cut, used = 0, 0.0
+        for i, overlap in enumerate(overlaps):
+            if overlap <= 0:
+                continue
+            used += overlap
+            upto = round(len(words) * used / total)
+            if upto > cut:
+                texts[i].append(" ".join(words[cut:upto]))
+                cut = upto
     return [" ".join(t) for t in texts]

@@ -29,7 +29,7 @@ def batched(items: Iterable, size: int) -> Iterator[list]:
 
 def recognize_stream(chunks: Iterable[np.ndarray], source: str, segmenter_config: SegmenterConfig,
                      recognizer: Recognizer, batch_size: int = 1, packed: bool = False,
-                     pack_gap_s: float = 0.5) -> Iterator[EmotionResult]:
+                     pack_gap_s: float = 0.2) -> Iterator[EmotionResult]:
     """`batch_size` counts utterances, or with `packed` 30 s windows (see packing.py); packing
     happens before batching, so the results do not depend on the batch size."""
     segmenter = Segmenter(segmenter_config, source=source)

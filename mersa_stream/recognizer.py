@@ -125,8 +125,8 @@ class Recognizer:
             utterances += [p.utterance for p in window.placements]
             transcripts += [Transcript(text) for text in texts]
             frames += [window_states[p.frames].copy() for p in window.placements]
-        # A window's decoding can stop early or loop; those utterances get their own window.
-        redo = [i for i, t in enumerate(transcripts) if not t.text or is_repetitive(t.text)]
+        # A window's decoding can loop; those utterances get their own window.
+        redo = [i for i, t in enumerate(transcripts) if is_repetitive(t.text)]
         for i, out in zip(redo, self.asr.transcribe([utterances[i].audio for i in redo])):
             transcripts[i], frames[i] = out.transcript, out.encoder_states
         return self._classify(utterances, transcripts, frames, time.perf_counter() - start)
