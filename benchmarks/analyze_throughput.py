@@ -1,7 +1,7 @@
 """Throughput of `analyze` with emotion vs faster-whisper's batched transcription alone.
 
 Both run on the same recording, the same loaded Whisper model and settings (tiny.en int8,
-beam 5, batch 8), models loaded before timing; `analyze` is run in both modes (one window per
+beam 5; batch 8 for faster-whisper, mersa's default 2), models loaded before timing; `analyze` is run in both modes (one window per
 utterance, the default; `--pack`, utterances packed into shared 30 s windows); each is run `--repeats` times interleaved and the best
 wall time kept. Prints audio seconds per wall second for each and the ratio (the headline).
 
@@ -35,7 +35,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--checkpoint", default=str(ROOT / "models" / "default"))
     parser.add_argument("--device-type", default="cpu")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=2, help="mersa's (runtime.batch_size)")
+    parser.add_argument("--baseline-batch-size", type=int, default=8,
+                        help="faster-whisper BatchedInferencePipeline's (its default: 8)")
     parser.add_argument("--input", help="an existing recording instead of a generated one")
     args = parser.parse_args()
 
@@ -62,7 +64,7 @@ def main() -> None:
     seconds = sf.info(str(path)).duration
 
     def baseline():
-        segments, _ = batched.transcribe(str(path), batch_size=args.batch_size,
+        segments, _ = batched.transcribe(str(path), batch_size=args.baseline_batch_size,
                                          beam_size=config.asr.beam_size)
         return sum(1 for _ in segments)
 
@@ -85,7 +87,8 @@ def main() -> None:
             extra[name] = run()
             best[name] = min(best[name], time.perf_counter() - start)
     print(f"recording: {seconds:.1f} s ({path.name}); device {recognizer.device}, "
-          f"compute {recognizer.asr.whisper.model.compute_type}, batch {args.batch_size}, "
+          f"compute {recognizer.asr.whisper.model.compute_type}, batch {args.batch_size} "
+          f"(faster-whisper {args.baseline_batch_size}), "
           f"best of {args.repeats}")
     for name, wall in best.items():
         print(f"  {name:45s} {seconds / wall:6.1f}x real time  ({wall:.1f} s)")

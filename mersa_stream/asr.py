@@ -90,6 +90,21 @@ class WhisperAsr:
         states = self._to_numpy(self._encode(audios))
         return [s[:self.frames_for(len(a))].copy() for a, s in zip(audios, states)]
 
+    def encoder_states_packed(self, audios: Sequence[np.ndarray], gap_s: float
+                              ) -> list[np.ndarray]:
+        """The audio features `analyze --pack` gives these audios: laid end to end into shared
+        30 s windows (see packing.py), each one's frames sliced out of its window."""
+        from .packing import pack
+        from .types import Utterance
+
+        items = [Utterance("", i, 0.0, len(a) / SAMPLE_RATE, a, 0.0) for i, a in enumerate(audios)]
+        windows = list(pack(items, gap_s=gap_s))
+        out: list[np.ndarray] = [np.zeros((0, self.dim), np.float32)] * len(audios)
+        for window, states in zip(windows, self._to_numpy(self._encode([w.audio for w in windows]))):
+            for p in window.placements:
+                out[p.utterance.index] = states[p.frames].copy()
+        return out
+
     def decode_windows(self, windows: Sequence[np.ndarray]):
         """Timestamped decoding of packed windows: per window its (start, end, text) segments and
         its full encoder states (1500, dim)."""

@@ -22,19 +22,19 @@ Per utterance:
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterable, Protocol, TextIO
+from typing import Callable, Iterable, Protocol
 
 import numpy as np
 
 from .config import Config
 from .errors import DeviceError
 from .segmenter import Segmenter
+from .sinks import JsonlSink
 from .sources import Chunk, Source
 from .types import SAMPLE_RATE, EmotionResult, Utterance
 
@@ -51,23 +51,6 @@ class Observer:
     def state(self, state: str) -> None: ...  # listening|speech|recognising|stopping|stopped
     def result(self, result: EmotionResult, record: dict) -> None: ...
     def dropped(self, utterance: Utterance, total: int) -> None: ...
-
-
-class RecordSink:
-    """JSON lines, one per utterance, each flushed as it is written."""
-
-    def __init__(self, stream: TextIO, close: bool = False):
-        self.stream = stream
-        self._close = close
-
-    def write(self, record: dict) -> None:
-        self.stream.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self.stream.flush()
-
-    def close(self) -> None:
-        self.stream.flush()
-        if self._close:
-            self.stream.close()
 
 
 def percentile(values: Iterable[float], q: float) -> float:
@@ -178,7 +161,7 @@ class Listener:
     """
 
     def __init__(self, config: Config, recognizer: RecognizerLike, source: Source,
-                 sinks: Iterable[RecordSink] = (), observers: Iterable[Observer] = (),
+                 sinks: Iterable[JsonlSink] = (), observers: Iterable[Observer] = (),
                  max_utterances: int | None = None, max_duration: float | None = None):
         self.config = config
         self.recognizer = recognizer
@@ -308,7 +291,7 @@ class Listener:
         record["emitted_at"] = round(emitted, 4)
         record["latency"] = {k: round(v, 4) for k, v in latency.items()}
         for sink in self.sinks:
-            sink.write(record)
+            sink.write_record(record)
         # the emit stage ends when every sink has the record
         latency["emit"] = time.time() - done
         latency["total"] = latency["emit"] + done - speech_end

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import sys
@@ -22,7 +21,8 @@ from rich.text import Text
 from .cli import (AsrOption, AudioEncoderOption, CheckpointOption, ConfigOption, DeviceTypeOption,
                   SetOption, TextEncoderOption, app, build_config, stderr, stdout)
 from .errors import ConfigError, DeviceError
-from .listen import Listener, Observer, RecordSink, format_stats
+from .listen import Listener, Observer, format_stats
+from .sinks import JsonlSink
 
 STATE_STYLE = {"listening": "green", "speech": "bold yellow", "recognising": "cyan",
                "stopping": "magenta", "stopped": "dim", "loading": "dim"}
@@ -216,10 +216,10 @@ def _run(cfg, source, output, quiet, show_stats, max_duration, max_utterances):
 
     sinks = []
     if not live_view:
-        sinks.append(RecordSink(sys.stdout))
+        sinks.append(JsonlSink(sys.stdout))
     if output is not None:
         try:
-            sinks.append(RecordSink(open(output, "a", encoding="utf-8"), close=True))
+            sinks.append(JsonlSink(open(output, "a", encoding="utf-8"), close_stream=True))
         except OSError as exc:
             raise ConfigError(f"--output {output}: cannot write ({exc.strerror})") from None
     observers = []

@@ -31,23 +31,27 @@ class JsonlSink:
     """One JSON object per line, each written whole and flushed. With `completion_records`, a
     file's last line is `completion_record(file, n)`: what `analyze --resume` goes by."""
 
-    def __init__(self, stream: TextIO, completion_records: bool = False):
+    def __init__(self, stream: TextIO, completion_records: bool = False,
+                 close_stream: bool = False):
         self.stream = stream
         self.completion_records = completion_records
+        self.close_stream = close_stream
 
-    def _line(self, record: dict) -> None:
+    def write_record(self, record: dict) -> None:
         self.stream.write(json.dumps(record, ensure_ascii=False) + "\n")
         self.stream.flush()
 
     def write(self, result: EmotionResult) -> None:
-        self._line(result.to_record())
+        self.write_record(result.to_record())
 
     def end_source(self, source: str, utterances: int = 0) -> None:
         if self.completion_records:
-            self._line(completion_record(source, utterances))
+            self.write_record(completion_record(source, utterances))
 
     def close(self) -> None:
         self.stream.flush()
+        if self.close_stream:
+            self.stream.close()
 
 
 class CsvSink:

@@ -100,3 +100,37 @@ def small_checkpoint(folder: Path, architecture: str = "mersa-xattn", text_dim: 
                             audio_encoder=EncoderSpec(audio_kind, audio_spec, audio_dim),
                             model_id=f"test-{architecture}")
     return save_checkpoint(checkpoint, folder, card="# test checkpoint\nRandom weights, tests only.\n")
+
+
+def encode_pyav(path: Path, audio: np.ndarray | None, rate: int, codec: str = "mp3",
+                video: bool = False) -> Path:
+    """Encode with PyAV (FFmpeg): mp3/aac audio, optionally beside a video stream (mp4);
+    `audio=None` gives a video with no audio stream."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        # every stream is added before the first packet is muxed
+        vstream = container.add_stream("mpeg4", rate=10) if video else None
+        stream = container.add_stream(codec, rate=rate) if audio is not None else None
+        if stream is not None:
+            stream.layout = "mono"
+        if vstream is not None:
+            vstream.width, vstream.height = 64, 48
+            for _ in range(5):
+                frame = av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), np.uint8), format="rgb24")
+                for packet in vstream.encode(frame):
+                    container.mux(packet)
+            for packet in vstream.encode(None):
+                container.mux(packet)
+        if stream is not None:
+            samples = (np.clip(audio, -1, 1) * 32767).astype(np.int16)
+            size = stream.codec_context.frame_size or 1152
+            for pts in range(0, len(samples), size):
+                frame = av.AudioFrame.from_ndarray(samples[None, pts:pts + size], format="s16",
+                                                   layout="mono")
+                frame.sample_rate, frame.pts = rate, pts
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+            for packet in stream.encode(None):
+                container.mux(packet)
+    return path

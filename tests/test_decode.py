@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from helpers import encode_pyav
 from mersa_stream.decode import load_audio, stream_audio
 from mersa_stream.errors import InputError
 from mersa_stream.types import SAMPLE_RATE
@@ -11,36 +12,6 @@ def tone(seconds: float, rate: int, freq: float = 440.0, channels: int = 1) -> n
     t = np.arange(int(seconds * rate)) / rate
     mono = 0.4 * np.sin(2 * np.pi * freq * t)
     return np.stack([mono] * channels, axis=1) if channels > 1 else mono
-
-
-def encode_with_pyav(path, audio: np.ndarray, rate: int, codec: str, video: bool = False):
-    import av
-
-    with av.open(str(path), "w") as container:
-        if video:
-            vstream = container.add_stream("mpeg4", rate=10)
-            vstream.width, vstream.height = 64, 48
-        stream = container.add_stream(codec, rate=rate)
-        stream.layout = "mono"
-        samples = (audio * 32767).astype(np.int16)
-        frame_size = stream.codec_context.frame_size or 1024
-        pts = 0
-        for i in range(0, len(samples), frame_size):
-            block = samples[i:i + frame_size]
-            frame = av.AudioFrame.from_ndarray(block[None, :], format="s16", layout="mono")
-            frame.sample_rate, frame.pts = rate, pts
-            pts += len(block)
-            for packet in stream.encode(frame):
-                container.mux(packet)
-            if video and i % (rate // 10) < frame_size:
-                img = av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), np.uint8), format="rgb24")
-                for packet in vstream.encode(img):
-                    container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-        if video:
-            for packet in vstream.encode(None):
-                container.mux(packet)
 
 
 def dominant_frequency(audio: np.ndarray) -> float:
@@ -66,7 +37,7 @@ def test_soundfile_formats_become_16k_mono(tmp_path, suffix, subtype, rate, chan
                                                   (".mp4", "aac", True)])
 def test_compressed_formats_through_pyav(tmp_path, suffix, codec, video):
     path = tmp_path / f"tone{suffix}"
-    encode_with_pyav(path, tone(2.0, 44100, freq=660), 44100, codec, video=video)
+    encode_pyav(path, tone(2.0, 44100, freq=660), 44100, codec, video=video)
     audio = load_audio(path)
     assert abs(len(audio) / SAMPLE_RATE - 2.0) < 0.1
     assert abs(dominant_frequency(audio) - 660) < 5
@@ -107,17 +78,6 @@ def test_unreadable_inputs_name_the_file(tmp_path, make, message):
 
 
 def test_video_without_audio_stream(tmp_path):
-    import av
-
-    path = tmp_path / "silent.mp4"
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=10)
-        stream.width, stream.height = 64, 48
-        for _ in range(5):
-            frame = av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), np.uint8), format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
+    path = encode_pyav(tmp_path / "silent.mp4", None, 44100, video=True)
     with pytest.raises(InputError, match="has no audio stream"):
         load_audio(path)

@@ -182,7 +182,8 @@ def six(data):
 ])
 def test_slow_recognizer_overflow_policy(data, recognizer, six, policy, emitted, dropped):
     from mersa_stream.config import load_config
-    from mersa_stream.listen import Listener, RecordSink
+    from mersa_stream.listen import Listener
+    from mersa_stream.sinks import JsonlSink
     from mersa_stream.sources import FileSource
     import io
 
@@ -192,7 +193,7 @@ def test_slow_recognizer_overflow_policy(data, recognizer, six, policy, emitted,
     source = FileSource(six, speed=20.0)
     slow = SlowRecognizer(recognizer, delay=1.0)
     stream = io.StringIO()
-    stats = Listener(cfg, slow, source, [RecordSink(stream)]).run()
+    stats = Listener(cfg, slow, source, [JsonlSink(stream)]).run()
     records = read_jsonl(stream.getvalue())
     assert stats.detected == 6
     assert [r["index"] for r in records] == emitted

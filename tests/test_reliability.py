@@ -23,7 +23,7 @@ import pytest
 import soundfile as sf
 import soxr
 
-from helpers import conversation, have_espeak, write_wav
+from helpers import conversation, encode_pyav, have_espeak, write_wav
 from mersa_stream.types import SAMPLE_RATE
 
 pytestmark = [pytest.mark.slow,
@@ -84,37 +84,6 @@ def permission_mode() -> tuple[str | None, object]:
 def tone(seconds: float) -> np.ndarray:
     t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
     return (0.3 * np.sin(2 * np.pi * 330 * t)).astype(np.float32)
-
-
-def encode_pyav(path: Path, audio: np.ndarray | None, rate: int, codec: str = "mp3",
-                video: bool = False) -> Path:
-    """mp3 (audio only) or an mp4 with a video stream and no audio stream (audio=None)."""
-    import av
-
-    with av.open(str(path), "w") as container:
-        if video:
-            vstream = container.add_stream("mpeg4", rate=10)
-            vstream.width, vstream.height = 64, 48
-            for _ in range(5):
-                frame = av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), np.uint8), format="rgb24")
-                for packet in vstream.encode(frame):
-                    container.mux(packet)
-            for packet in vstream.encode(None):
-                container.mux(packet)
-        if audio is not None:
-            stream = container.add_stream(codec, rate=rate)
-            stream.layout = "mono"
-            samples = (np.clip(audio, -1, 1) * 32767).astype(np.int16)
-            size = stream.codec_context.frame_size or 1152
-            for pts in range(0, len(samples), size):
-                frame = av.AudioFrame.from_ndarray(samples[None, pts:pts + size], format="s16",
-                                                   layout="mono")
-                frame.sample_rate, frame.pts = rate, pts
-                for packet in stream.encode(frame):
-                    container.mux(packet)
-            for packet in stream.encode(None):
-                container.mux(packet)
-    return path
 
 
 # name -> ("error", message) | ("rows", None) | ("no speech", None) | ("finished", None)

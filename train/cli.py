@@ -63,6 +63,7 @@ def train(
     align_layers: int = typer.Option(2, "--align-layers", help="Self-align: fine-tune only the top N transformer layers (0 = all)."),
     text_data: List[str] = TextDataOption,
     text_data_per_epoch: int = typer.Option(0, "--text-data-per-epoch", help="Examples of the --text-data drawn per epoch (0 = all)."),
+    packed_features: bool = typer.Option(False, "--packed-features", help="Also train on the audio features `analyze --pack` computes (Whisper encoder only), so one model serves both paths."),
     pair_text: float = typer.Option(0.0, "--pair-text", min=0.0, max=1.0, help="Share of audio examples that take the words of a same-label --text-data example each epoch (cross-corpus pairing)."),
     no_audio: bool = typer.Option(False, "--no-audio", help="Ignore the audio (text branch only)."),
     no_text: bool = typer.Option(False, "--no-text", help="Ignore the text (audio branch only)."),
@@ -111,7 +112,7 @@ def train(
                       text_data=_text_data(text_data),
                       cache_dir=str(cache_dir) if cache_dir else None,
                       allow_absolute_paths=allow_absolute_paths, model_id=model_id,
-                      command=command_line(), train=cfg)
+                      command=command_line(), packed_features=packed_features, train=cfg)
     if self_align:
         from .self_align import AlignConfig, align_for_run
 

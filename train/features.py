@@ -142,7 +142,8 @@ def math_ceil(a: int, b: int) -> int:
 class AudioFeaturizer:
     """One audio encoder (whisper states of the ASR model, wav2vec2 or VGGish) + its cache key."""
 
-    def __init__(self, kind: str, spec: str, compute_type: str = "int8"):
+    def __init__(self, kind: str, spec: str, compute_type: str = "int8",
+                 packed_gap: float | None = None):
         from mersa_stream.asr import WhisperAsr
         from mersa_stream.config import AsrConfig
         from mersa_stream.resolve import resolve_asr, resolve_file, resolve_transformers
@@ -156,6 +157,9 @@ class AudioFeaturizer:
                                       compute_type=compute_type)
             self.encode = self.encoder.encoder_states
             settings = {"compute_type": compute_type}
+            if packed_gap is not None:  # the features of `analyze --pack`
+                self.encode = lambda audios: self.encoder.encoder_states_packed(audios, packed_gap)
+                settings["packed_gap"] = packed_gap
         elif kind == "wav2vec2":
             from mersa_stream.encoders.wav2vec2 import Wav2Vec2Encoder
 

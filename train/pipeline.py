@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 import time
@@ -13,6 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from mersa_stream.checkpoint import Checkpoint, EncoderSpec, save_checkpoint
+from mersa_stream.config import RuntimeConfig
 from mersa_stream.errors import ConfigError
 from mersa_stream.resolve import DEFAULT_TEXT_ENCODER
 
@@ -59,6 +59,7 @@ class RunOptions:
     allow_absolute_paths: bool = False
     model_id: str = ""
     command: str = ""
+    packed_features: bool = False  # also train on the audio features of `analyze --pack`
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -72,6 +73,9 @@ class RunResult:
     counts: dict[str, dict]
     seconds: float
     cache_lines: list[str]
+
+
+PACK_GAP_S = RuntimeConfig().pack_gap_s
 
 
 def command_line() -> str:
@@ -99,10 +103,10 @@ class Featurizers:
         self._audio: dict = {}
         self._text: dict = {}
 
-    def audio(self, kind: str, spec: str) -> AudioFeaturizer:
-        key = (kind, spec)
+    def audio(self, kind: str, spec: str, packed_gap: float | None = None) -> AudioFeaturizer:
+        key = (kind, spec, packed_gap)
         if key not in self._audio:
-            self._audio[key] = AudioFeaturizer(kind, spec)
+            self._audio[key] = AudioFeaturizer(kind, spec, packed_gap=packed_gap)
         return self._audio[key]
 
     def text(self, spec: str, aligned: str | None, max_tokens: int) -> TextFeaturizer:
@@ -176,6 +180,16 @@ def run(opts: RunOptions, featurizers: Featurizers | None = None, progress: bool
     for line in cache_lines:
         say(line)
     train_set = examples[f"{opts.dataset}/train"]
+    packed_f = None
+    if opts.packed_features and opts.use_audio and opts.audio_encoder == "whisper":
+        # the same clips once more, with the features `analyze --pack` computes (neighbours in
+        # the window), so that one model serves both the packed and the per-utterance path
+        records = splits["train"]
+        packed_f = featurizers.audio("whisper", opts.audio_spec or AUDIO_SPECS["whisper"],
+                                     packed_gap=PACK_GAP_S)
+        packed = encode_records(records, packed_f, "audio", featurizers.cache, 8, bar)
+        train_set = train_set + [replace(e, audio=a, id=e.id + "#packed")
+                                 for e, a in zip(train_set, packed) if len(e.audio)]
     extra_set = [e for n, v in examples.items() if n.endswith("/train")
                  and not n.startswith(f"{opts.dataset}/") for e in v]
     val_sets = {n: v for n, v in examples.items() if n.endswith("/val")}
@@ -193,6 +207,12 @@ def run(opts: RunOptions, featurizers: Featurizers | None = None, progress: bool
                                 cfg.max_audio_frames) for n, v in val_sets.items()}
     test = {n: evaluate_examples(result.model, v, labels, text_dim, audio_dim,
                                  cfg.max_audio_frames) for n, v in test_sets.items()}
+    if packed_f is not None and splits.get("test"):
+        name = f"{opts.dataset}/test"
+        feats = encode_records(splits["test"], packed_f, "audio", featurizers.cache, 8, bar)
+        test[f"{name} (packed windows)"] = evaluate_examples(
+            result.model, [replace(e, audio=a) for e, a in zip(test_sets[name], feats)], labels,
+            text_dim, audio_dim, cfg.max_audio_frames)
     # one-modality behaviour (the runtime meets both)
     for n, v in list(test_sets.items()) + list(val_sets.items()):
         if any(len(e.audio) for e in v) and any(len(e.text) for e in v):

@@ -224,13 +224,19 @@ def self_align(train: Sequence[Record], val: Sequence[Record], labels: list[str]
     vis_texts = [vis[i].text for i in vis_idx]
     vis_y = np.array([index[vis[i].label] for i in vis_idx])
     report: dict = {"config": config.to_dict(), "train_texts": len(train), "val_texts": len(val)}
-    if val:
-        report["probe_before"] = probe(embed(encoder, texts), y, embed(encoder, [r.text for r in val]),
-                                       [index[r.label] for r in val])
-        say(f"self-align: linear probe before {json.dumps(report['probe_before'])}")
-    if len(vis_texts) >= 5:
-        tsne_png(embed(encoder, vis_texts), vis_y, labels, out / "tsne_before.png",
-                 "text embeddings before self-align")
+
+    def snapshot(stage: str) -> None:
+        """Linear probe on validation and a t-SNE picture, before or after the alignment."""
+        if val:
+            report[f"probe_{stage}"] = probe(embed(encoder, texts), y,
+                                             embed(encoder, [r.text for r in val]),
+                                             [index[r.label] for r in val])
+            say(f"self-align: linear probe {stage} {json.dumps(report[f'probe_{stage}'])}")
+        if len(vis_texts) >= 5:
+            tsne_png(embed(encoder, vis_texts), vis_y, labels, out / f"tsne_{stage}.png",
+                     f"text embeddings {stage} self-align")
+
+    snapshot("before")
 
     split = SplitEncoder(encoder.model, config.top_layers)
     params = [p for p in encoder.model.parameters() if p.requires_grad]
@@ -304,13 +310,7 @@ def self_align(train: Sequence[Record], val: Sequence[Record], labels: list[str]
         p.requires_grad_(False)
     weights = changed_tensors(encoder.model, base_state)
     save_file(weights, str(out / "text_encoder.safetensors"))
-    if val:
-        report["probe_after"] = probe(embed(encoder, texts), y, embed(encoder, [r.text for r in val]),
-                                      [index[r.label] for r in val])
-        say(f"self-align: linear probe after {json.dumps(report['probe_after'])}")
-    if len(vis_texts) >= 5:
-        tsne_png(embed(encoder, vis_texts), vis_y, labels, out / "tsne_after.png",
-                 "text embeddings after self-align")
+    snapshot("after")
     report["changed_tensors"] = len(weights)
     report["changed_mb"] = sum(t.numel() * t.element_size() for t in weights.values()) / 2 ** 20
     report["seconds"] = time.perf_counter() - start
