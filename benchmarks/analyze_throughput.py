@@ -1,7 +1,7 @@
 """Throughput of `analyze` with emotion vs faster-whisper's batched transcription alone.
 
 Both run on the same recording, the same loaded Whisper model and settings (tiny.en int8,
-beam 5; batch 8 for faster-whisper, mersa's default 2), models loaded before timing; `analyze` is run in both modes (one window per
+beam 5; batch 8 for faster-whisper, config.toml's for mersa), models loaded before timing; `analyze` is run in both modes (one window per
 utterance, the default; `--pack`, utterances packed into shared 30 s windows); each is run `--repeats` times interleaved and the best
 wall time kept. Prints audio seconds per wall second for each and the ratio (the headline).
 
@@ -35,7 +35,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--checkpoint", default=str(ROOT / "models" / "default"))
     parser.add_argument("--device-type", default="cpu")
-    parser.add_argument("--batch-size", type=int, default=2, help="mersa's (runtime.batch_size)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="mersa's (default: config.toml's batch_size / pack_batch_size)")
     parser.add_argument("--baseline-batch-size", type=int, default=8,
                         help="faster-whisper BatchedInferencePipeline's (its default: 8)")
     parser.add_argument("--input", help="an existing recording instead of a generated one")
@@ -53,9 +54,11 @@ def main() -> None:
     else:
         audio, count = build_recording(args.minutes)
         path = write_wav(Path(tempfile.mkdtemp()) / "recording.wav", audio)
-    config = load_config(ROOT / "config.toml", [f"models.checkpoint={args.checkpoint}",
-                                               f"runtime.device_type={args.device_type}",
-                                               f"runtime.batch_size={args.batch_size}"])
+    overrides = [f"models.checkpoint={args.checkpoint}", f"runtime.device_type={args.device_type}"]
+    if args.batch_size:
+        overrides += [f"runtime.batch_size={args.batch_size}",
+                      f"runtime.pack_batch_size={args.batch_size}"]
+    config = load_config(ROOT / "config.toml", overrides)
     recognizer = Recognizer(config)
     whisper = recognizer.asr.whisper  # the very same loaded model for the baseline
     batched = BatchedInferencePipeline(whisper)
@@ -70,8 +73,9 @@ def main() -> None:
 
     def mersa(packed):
         before = collections.Counter(recognizer.stage_seconds)
+        batch = config.runtime.pack_batch_size if packed else config.runtime.batch_size
         results = list(recognize_stream(stream_audio(path), str(path), config.segmenter,
-                                        recognizer, args.batch_size, packed=packed,
+                                        recognizer, batch, packed=packed,
                                         pack_gap_s=config.runtime.pack_gap_s))
         return len(results), recognizer.stage_seconds - before
 
@@ -87,8 +91,9 @@ def main() -> None:
             extra[name] = run()
             best[name] = min(best[name], time.perf_counter() - start)
     print(f"recording: {seconds:.1f} s ({path.name}); device {recognizer.device}, "
-          f"compute {recognizer.asr.whisper.model.compute_type}, batch {args.batch_size} "
-          f"(faster-whisper {args.baseline_batch_size}), "
+          f"compute {recognizer.asr.whisper.model.compute_type}, batch {config.runtime.batch_size}, "
+          f"--pack {config.runtime.pack_batch_size} windows, faster-whisper "
+          f"{args.baseline_batch_size}, "
           f"best of {args.repeats}")
     for name, wall in best.items():
         print(f"  {name:45s} {seconds / wall:6.1f}x real time  ({wall:.1f} s)")

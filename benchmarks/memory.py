@@ -65,6 +65,8 @@ def main() -> None:
     mersa = [sys.executable, "-m", "mersa_stream"]
     runs = {
         "analyze": mersa + ["analyze", str(path), "--format", "jsonl", "--output", "/dev/null"],
+        "analyze --pack": mersa + ["analyze", str(path), "--pack", "--format", "jsonl",
+                                   "--output", "/dev/null"],
         "listen --input": mersa + ["listen", "--input", str(path), "--quiet"],
     }
     print(f"input: {path.name}, {args.minutes:g} min")

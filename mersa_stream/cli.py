@@ -192,7 +192,7 @@ def analyze(
     files: List[Path] = typer.Argument(..., readable=False, help="Audio or video files: wav, flac, ogg, mp3, m4a, mp4 ..."),
     fmt: str = typer.Option("table", "--format", "-f", help="table | jsonl | csv | srt."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write results to this file instead of stdout."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Utterances (with --pack: 30 s windows) recognised together (runtime.batch_size)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Utterances recognised together (runtime.batch_size); with --pack, 30 s windows (runtime.pack_batch_size)."),
     pack: Optional[bool] = typer.Option(None, "--pack/--no-pack", help="Pack utterances into shared 30 s Whisper windows (runtime.pack_windows)."),
     resume: bool = typer.Option(False, "--resume", help="With -f jsonl -o FILE: skip the files FILE already holds complete, redo the rest, append (FILE gets a completion record per file)."),
     config: Optional[Path] = ConfigOption,
@@ -211,7 +211,11 @@ def analyze(
     if resume and (fmt != "jsonl" or output is None):
         raise ConfigError("--resume needs --format jsonl and --output FILE")
     cfg = build_config(config, set_, checkpoint, asr, text_encoder, audio_encoder, device_type,
-                       batch_size=batch_size, pack_windows=pack)
+                       pack_windows=pack)
+    if batch_size is not None:
+        key = "pack_batch_size" if cfg.runtime.pack_windows else "batch_size"
+        cfg = build_config(config, [*set_, f"runtime.{key}={batch_size}"], checkpoint, asr,
+                           text_encoder, audio_encoder, device_type, pack_windows=pack)
     report = RunReport()
     with StopOnSignals() as guard:
         try:
@@ -269,7 +273,9 @@ def _analyze_files(files, fmt, output, cfg, recognizer, guard: StopOnSignals, re
                 try:
                     chunks = progress.track(path, stream_audio(path))
                     for result in recognize_stream(chunks, name, cfg.segmenter, recognizer,
-                                                   cfg.runtime.batch_size,
+                                                   cfg.runtime.pack_batch_size
+                                                   if cfg.runtime.pack_windows
+                                                   else cfg.runtime.batch_size,
                                                    packed=cfg.runtime.pack_windows,
                                                    pack_gap_s=cfg.runtime.pack_gap_s):
                         emit(sink.write, result)

@@ -63,6 +63,7 @@ class RuntimeConfig:
     cpu_threads: int = _opt(0, range=(0, 256))
     batch_size: int = _opt(2, range=(1, 256))
     pack_windows: bool = False
+    pack_batch_size: int = _opt(8, range=(1, 64))
     pack_gap_s: float = _opt(0.2, range=(0.0, 5.0))
     text_max_tokens: int = _opt(64, range=(8, 512))
 
