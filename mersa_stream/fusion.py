@@ -19,6 +19,9 @@ unlike the text's own first token it exists when the transcript is empty.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
 
 import torch
 from torch import nn
@@ -69,6 +72,21 @@ class AttentionBlock(nn.Module):
 class Projection(nn.Sequential):
     def __init__(self, in_dim: int, out_dim: int):
         super().__init__(nn.Linear(in_dim, out_dim), nn.LayerNorm(out_dim))
+
+
+def pad_sequences(arrays: Sequence[np.ndarray], dim: int, limit: int | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's batch format: (B, S, dim) zero-padded float tensor and (B, S) mask, each
+    sequence cut to `limit` positions; an empty array gives an all-False row."""
+    lengths = [min(len(a), limit) if limit else len(a) for a in arrays]
+    longest = max(lengths + [1])
+    out = torch.zeros(len(arrays), longest, dim)
+    mask = torch.zeros(len(arrays), longest, dtype=torch.bool)
+    for i, (a, n) in enumerate(zip(arrays, lengths)):
+        if n:
+            out[i, :n] = torch.from_numpy(np.asarray(a[:n], np.float32))
+            mask[i, :n] = True
+    return out, mask
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

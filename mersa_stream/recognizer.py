@@ -17,21 +17,10 @@ from .checkpoint import Checkpoint, load_checkpoint
 from .config import Config
 from .encoders.text import TextEncoder
 from .errors import ModelError
+from .fusion import pad_sequences
 from .resolve import ResolvedModel, resolve_asr, resolve_file, resolve_transformers
 from .packing import Window, assign_segments
 from .types import EmotionResult, Transcript, Utterance
-
-
-def pad_sequences(arrays: Sequence[np.ndarray], dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, S, dim) zero-padded float tensor and (B, S) mask; an empty array gives an all-False row."""
-    longest = max([len(a) for a in arrays] + [1])
-    out = torch.zeros(len(arrays), longest, dim)
-    mask = torch.zeros(len(arrays), longest, dtype=torch.bool)
-    for i, a in enumerate(arrays):
-        if len(a):
-            out[i, :len(a)] = torch.from_numpy(np.asarray(a, np.float32))
-            mask[i, :len(a)] = True
-    return out, mask
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mersa_stream.fusion import FusionConfig, FusionModel
+from mersa_stream.fusion import FusionConfig, FusionModel, pad_sequences
 
 from .metrics import compute_metrics, format_metrics
 
@@ -63,23 +63,11 @@ class TrainConfig:
         return asdict(self)
 
 
-def pad(arrays: Sequence[np.ndarray], dim: int, limit: int | None = None):
-    lengths = [min(len(a), limit) if limit else len(a) for a in arrays]
-    longest = max(lengths + [1])
-    out = torch.zeros(len(arrays), longest, dim)
-    mask = torch.zeros(len(arrays), longest, dtype=torch.bool)
-    for i, (a, n) in enumerate(zip(arrays, lengths)):
-        if n:
-            out[i, :n] = torch.from_numpy(np.asarray(a[:n], np.float32))
-            mask[i, :n] = True
-    return out, mask
-
-
 def collate(batch: Sequence[Example], text_dim: int, audio_dim: int, max_audio: int,
             rng: random.Random | None = None, text_dropout: float = 0.0,
             audio_dropout: float = 0.0):
-    text, text_mask = pad([e.text for e in batch], text_dim)
-    audio, audio_mask = pad([e.audio for e in batch], audio_dim, max_audio)
+    text, text_mask = pad_sequences([e.text for e in batch], text_dim)
+    audio, audio_mask = pad_sequences([e.audio for e in batch], audio_dim, max_audio)
     if rng is not None:
         for i, e in enumerate(batch):
             if len(e.text) and len(e.audio):
