@@ -6,6 +6,7 @@ through a PulseAudio virtual microphone (`--vmic`), and prints the statistics `l
 prints. See docs/listen.md for what "end of speech" means here.
 
     .venv/bin/python benchmarks/listen_latency.py --minutes 1
+    .venv/bin/python benchmarks/listen_latency.py --minutes 2 --baseline   # + speculation off
     .venv/bin/python benchmarks/listen_latency.py --vmic --checkpoint models/default
 
 Targets (embedded defaults, 2 CPU cores): p50 <= 0.35 s, p95 <= 0.8 s.
@@ -19,6 +20,7 @@ import os
 import sys
 import tempfile
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -77,12 +79,12 @@ def main() -> int:
                         help="config override SECTION.KEY=VALUE (repeatable)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="also write the summary here")
+    parser.add_argument("--baseline", action="store_true",
+                        help="then play it again with listen.speculate=false, same models")
     args = parser.parse_args()
 
     from mersa_stream.config import load_config
-    from mersa_stream.listen import Listener, format_stats
     from mersa_stream.recognizer import Recognizer
-    from mersa_stream.sources import FileSource, MicrophoneSource
 
     work = Path(tempfile.mkdtemp(prefix="mersa-bench-"))
     checkpoint = args.checkpoint
@@ -99,11 +101,25 @@ def main() -> int:
     recognizer = Recognizer(cfg)
     recognizer.recognize([])  # nothing: models are loaded by the constructor
 
+    summaries = {"configured": play(cfg, recognizer, wav, audio, work, args)}
+    if args.baseline:
+        summaries["speculate=false"] = play(replace(cfg, listen=replace(cfg.listen, speculate=False)),
+                                            recognizer, wav, audio, work, args)
+    if args.json:
+        args.json.write_text(json.dumps(summaries, indent=2))
+    return 0
+
+
+def play(cfg, recognizer, wav: Path, audio: np.ndarray, work: Path, args) -> dict:
+    """One real-time pass of the recording through `Listener`; prints and returns its stats."""
+    from mersa_stream.listen import Listener, format_stats
+    from mersa_stream.sources import FileSource, MicrophoneSource
+
     mic = player = None
     if args.vmic:
         from vmic import start_vmic
 
-        mic = start_vmic(work / "vmic")
+        mic = start_vmic(Path(tempfile.mkdtemp(prefix="vmic-", dir=work)))
         os.environ.update(mic.env)
         source = MicrophoneSource(cfg.listen.device or None, chunk_ms=cfg.listen.chunk_ms)
         source.start()
@@ -134,8 +150,9 @@ def main() -> int:
             mic.stop()
 
     mode = "virtual microphone" if args.vmic else "file source, real time"
-    print(f"\n{mode}; {os.cpu_count()} CPUs; asr {cfg.models.asr}, "
-          f"beam {cfg.asr.beam_size}, hangover {cfg.segmenter.hangover_ms} ms")
+    print(f"\n{mode}; {os.cpu_count()} CPUs; asr {cfg.models.asr}, beam {cfg.asr.beam_size}, "
+          f"hangover {cfg.segmenter.hangover_ms} ms, tail {cfg.segmenter.tail_ms} ms, "
+          f"speculate {cfg.listen.speculate}")
     for line in format_stats(stats):
         print(line)
     total = stats.latencies.get("total", [])
@@ -145,9 +162,7 @@ def main() -> int:
                             f"({'met' if v <= TARGETS[k] else 'NOT met'})"
                             for k, v in (("p50", p50), ("p95", p95)))
         print(f"end of speech -> emitted: {verdict}")
-    if args.json:
-        args.json.write_text(json.dumps(stats.summary(), indent=2))
-    return 0
+    return stats.summary()
 
 
 if __name__ == "__main__":

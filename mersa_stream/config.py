@@ -75,6 +75,7 @@ class ListenConfig:
     overflow: str = _opt("drop-oldest", choices=("drop-oldest", "drop-newest", "block"))
     history: int = _opt(8, range=(1, 200))
     chunk_ms: int = _opt(30, range=(10, 500))
+    speculate: bool = True
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,14 @@ Per utterance:
   recognize  recognition (ASR incl. its encoder, text encoder, fusion; recognizer timings)
   emit       recognition done -> written to every sink
   total      end of speech -> emitted (the sum)
+
+Speculation (`listen.speculate`). The segmenter announces an utterance tentatively once `tail_ms`
+of silence follow it (its audio is final then); when the worker is idle it recognises that
+tentative utterance while the hangover still runs. If the segmenter then closes the very same
+utterance, that result is emitted at once; if speech resumed, it is thrown away. Speculation
+starts only on an idle worker and never displaces a closed utterance (one closing meanwhile
+waits at most for the speculative recognition in progress). With a
+speculative hit, `queue` is 0 and `recognize` is only what was left of it at the close.
 """
 
 from __future__ import annotations
@@ -69,6 +77,8 @@ class ListenStats:
     audio_seconds: float = 0.0
     wall_seconds: float = 0.0
     max_queue: int = 0  # most utterances ever waiting
+    speculated: int = 0  # tentative utterances recognised ahead of their close
+    speculation_hits: int = 0  # ... whose result was emitted (the rest were wasted work)
     source: dict = field(default_factory=dict)
     latencies: dict[str, list[float]] = field(default_factory=dict)
 
@@ -84,11 +94,19 @@ class ListenStats:
 
 
 class UtteranceQueue:
-    """At most `size` utterances waiting; what happens beyond is the overflow policy."""
+    """At most `size` utterances waiting; what happens beyond is the overflow policy.
+
+    Besides them: one optional speculative item (`offer`), handed out only when nothing else
+    waits and forgotten as soon as a real utterance is put; and the close of the utterance being
+    recognised speculatively (`put_claimed`), which joins that recognition outside the queue, as
+    the utterance in flight does without speculation.
+    """
 
     def __init__(self, size: int, policy: str, on_drop: Callable[[Utterance], None]):
         self.size, self.policy, self.on_drop = size, policy, on_drop
         self._items: deque = deque()
+        self._spare = None
+        self._claimed = None
         self._cond = threading.Condition()
         self._closed = False
         self.high_water = 0
@@ -105,15 +123,34 @@ class UtteranceQueue:
                 else:
                     self._cond.wait(0.1)
             self._items.append(item)
+            self._spare = None
             self.high_water = max(self.high_water, len(self._items))
+            self._cond.notify_all()
+
+    def offer(self, item) -> None:
+        """A speculative item: kept only while nothing else waits; a newer offer replaces it."""
+        with self._cond:
+            if not self._items and self._claimed is None and not self._closed:
+                self._spare = item
+                self._cond.notify_all()
+
+    def put_claimed(self, item) -> None:
+        with self._cond:
+            self._claimed, self._spare = item, None
             self._cond.notify_all()
 
     def get(self):
         """The next item, or None once closed and empty."""
         with self._cond:
-            while not self._items and not self._closed:
+            while not self._items and self._spare is None and self._claimed is None \
+                    and not self._closed:
                 self._cond.wait()
-            item = self._items.popleft() if self._items else None
+            if self._claimed is not None:
+                item, self._claimed = self._claimed, None
+            elif self._items:
+                item = self._items.popleft()
+            else:
+                item, self._spare = self._spare, None
             self._cond.notify_all()
             return item
 
@@ -178,7 +215,10 @@ class Listener:
         self.policy = policy
         self.queue = UtteranceQueue(config.listen.queue_size, policy, self._dropped)
         self.timeline = Timeline(source.speed)
-        self.segmenter = Segmenter(config.segmenter, source=source.name, live=True)
+        self.segmenter = Segmenter(config.segmenter, source=source.name, live=True,
+                                   on_tentative=self._speculate if config.listen.speculate else None)
+        self._speculated: tuple | None = None  # (key, results, begun, done); worker thread only
+        self._ahead_key: tuple | None = None  # key of the speculative recognition begun last
         self.error: BaseException | None = None
 
     # -- control
@@ -253,22 +293,43 @@ class Listener:
         with self._lock:
             self.stats.detected += 1
         speech_end = self.timeline.wall(utterance.end)
-        # at shutdown nothing is dropped: the queue may wait, whatever the policy
-        self.queue.put((utterance, speech_end), block=final)
+        with self._lock:
+            claimed = self._ahead_key == speculation_key(utterance)
+            if claimed:
+                self._ahead_key = None
+        if claimed:
+            self.queue.put_claimed((utterance, speech_end, False))
+        else:
+            # at shutdown nothing is dropped: the queue may wait, whatever the policy
+            self.queue.put((utterance, speech_end, False), block=final)
+
+    def _speculate(self, utterance: Utterance) -> None:
+        if not self._limit_reached.is_set() and not self.stop_requested.is_set():
+            self.queue.offer((utterance, None, True))
 
     # -- recognition thread
     def _work(self) -> None:
         try:
             while (item := self.queue.get()) is not None:
-                utterance, speech_end = item
+                utterance, speech_end, speculative = item
+                if speculative:
+                    self._recognize_ahead(utterance)
+                    continue
                 if self._limit_reached.is_set():
                     with self._lock:
                         self.stats.skipped += 1
                     continue
                 self._notify("state", "recognising")
-                begun = time.time()
-                results = self.recognizer.recognize([utterance])
-                done = time.time()
+                ahead, self._speculated = self._speculated, None
+                if ahead is not None and ahead[0] == speculation_key(utterance):
+                    _, results, begun, done = ahead
+                    results = [replace(r, utterance=utterance) for r in results]
+                    with self._lock:
+                        self.stats.speculation_hits += 1
+                else:
+                    begun = time.time()
+                    results = self.recognizer.recognize([utterance])
+                    done = time.time()
                 for result in results:
                     self._emit(result, speech_end, begun, done)
                 self._notify("state", "speech" if self.segmenter.in_speech else "listening")
@@ -279,8 +340,22 @@ class Listener:
             while self.queue.get() is not None:
                 pass
 
+    def _recognize_ahead(self, utterance: Utterance) -> None:
+        if self._limit_reached.is_set():
+            return
+        with self._lock:
+            self._ahead_key = speculation_key(utterance)
+        begun = time.time()
+        results = self.recognizer.recognize([utterance])
+        self._speculated = (speculation_key(utterance), results, begun, time.time())
+        with self._lock:
+            self.stats.speculated += 1
+
     def _emit(self, result: EmotionResult, speech_end: float, begun: float, done: float) -> None:
         detected = result.utterance.detected_at or begun
+        # a speculative result may have started (or finished) before the utterance was closed
+        begun = max(begun, detected)
+        done = max(done, begun)
         emitted = time.time()
         result = replace(result, emitted_at=emitted)
         latency = {"total": emitted - speech_end, "endpoint": detected - speech_end,
@@ -309,6 +384,11 @@ class Listener:
             self.stop()
 
 
+def speculation_key(utterance: Utterance) -> tuple:
+    """What identifies a tentative utterance with the one closed later (same audio)."""
+    return (utterance.index, utterance.start, utterance.end, len(utterance.audio))
+
+
 def format_stats(stats: ListenStats) -> list[str]:
     """Lines for `--stats` (stderr at exit)."""
     s = stats
@@ -317,6 +397,9 @@ def format_stats(stats: ListenStats) -> list[str]:
              + (f", {s.skipped} beyond --max-utterances" if s.skipped else ""),
              f"audio: {s.audio_seconds:.1f} s in {s.wall_seconds:.1f} s wall; "
              f"most utterances waiting: {s.max_queue}"]
+    if s.speculated:
+        lines.append(f"speculative recognitions: {s.speculated}, "
+                     f"{s.speculation_hits} used (the rest: speech resumed)")
     overruns = s.source.get("capture_overruns")
     if overruns:
         lines.append(f"capture buffer overruns: {overruns} blocks lost")

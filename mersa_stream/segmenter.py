@@ -9,12 +9,18 @@ start is the first voiced frame of that window. End: `hangover_ms` of unvoiced f
 reported end is the end of the last voiced frame. The audio handed on also carries `pre_roll_ms`
 before the start and `tail_ms` after the end. An utterance reaching `max_utterance_s` is cut there
 and the next one starts at once; one shorter than `min_utterance_ms` of speech is dropped.
+
+Tentative end (live use): as soon as `tail_ms` of unvoiced frames follow the speech, the audio the
+utterance will carry if it ends there is complete. `on_tentative(utterance)` is then called with
+exactly the Utterance `_close` would return (same index, bounds and samples), so a listener can
+start recognising it while the hangover runs; if speech resumes first the tentative one is void.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
+from typing import Callable
 
 import numpy as np
 import webrtcvad
@@ -28,8 +34,10 @@ def to_pcm16(samples: np.ndarray) -> bytes:
 
 
 class Segmenter:
-    def __init__(self, config: SegmenterConfig, source: str = "", live: bool = False):
+    def __init__(self, config: SegmenterConfig, source: str = "", live: bool = False,
+                 on_tentative: Callable[[Utterance], None] | None = None):
         self.config = config
+        self.on_tentative = on_tentative
         self.source = source
         self.live = live
         self.vad = webrtcvad.Vad(config.aggressiveness)
@@ -39,6 +47,8 @@ class Segmenter:
         self.hangover_frames = max(1, config.hangover_ms // ms)
         self.pre_roll_frames = config.pre_roll_ms // ms
         self.tail_frames = config.tail_ms // ms
+        # the silent run after which the utterance's audio is final (if it ends there)
+        self.tentative_frames = max(1, self.tail_frames)
         self.min_frames = config.min_utterance_ms // ms
         self.max_frames = int(config.max_utterance_s * 1000) // ms
         self._carry = np.zeros(0, np.float32)
@@ -111,6 +121,10 @@ class Segmenter:
             self._silent_run += 1
         if self._silent_run >= self.hangover_frames:
             return self._close(index + 1)
+        if self.on_tentative is not None and self._silent_run == self.tentative_frames:
+            tentative = self._utterance(index + 1)
+            if tentative is not None:
+                self.on_tentative(tentative)
         if index + 1 - self._speech_first >= self.max_frames:
             utterance = self._close(index + 1, cut=True)
             # speech goes on: the next utterance starts on the very next frame
@@ -131,16 +145,23 @@ class Segmenter:
         self._history.clear()
 
     def _close(self, end_frame: int, cut: bool = False) -> Utterance | None:
-        frames, first = self._active, self._active_first
-        speech_end = end_frame if cut else self._last_voiced + 1
+        utterance = self._utterance(end_frame, cut)
         self._active = None
         self._silent_run = 0
+        if utterance is not None:
+            self._count += 1
+        return utterance
+
+    def _utterance(self, end_frame: int, cut: bool = False) -> Utterance | None:
+        """The utterance the open one becomes if it ends now (None: too short to keep)."""
+        frames, first = self._active, self._active_first
+        speech_end = end_frame if cut else self._last_voiced + 1
         if speech_end - self._speech_first < max(1, self.min_frames):
             return None
         keep = min(len(frames), speech_end - first + (0 if cut else self.tail_frames))
         audio = np.concatenate(frames[:keep]) if keep else np.zeros(0, np.float32)
         fs = self.config.frame_ms / 1000
-        utterance = Utterance(
+        return Utterance(
             source=self.source,
             index=self._count,
             start=self._speech_first * fs,
@@ -149,5 +170,3 @@ class Segmenter:
             audio_offset=first * fs,
             detected_at=time.time() if self.live else None,
         )
-        self._count += 1
-        return utterance

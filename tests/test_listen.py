@@ -219,6 +219,35 @@ def test_unpaced_file_never_drops(data, recognizer, six):
     assert stats.detected == 6 and stats.processed == 6 and stats.dropped == 0
 
 
+def test_speculative_recognition_gives_the_same_results_once(data, recognizer):
+    """Recognition starts at tail_ms of silence; the close re-uses it: one call per utterance,
+    the same records as without speculation (and as analyze)."""
+    import io
+
+    from mersa_stream.config import load_config
+    from mersa_stream.listen import Listener
+    from mersa_stream.sources import FileSource
+    from mersa_stream.sinks import JsonlSink
+
+    runs = {}
+    for speculate in (True, False):
+        cfg = load_config(None, [f"listen.speculate={str(speculate).lower()}"],
+                          {"models": {"checkpoint": str(data["checkpoint"])}})
+        counting = SlowRecognizer(recognizer, delay=0.0)
+        stream = io.StringIO()
+        stats = Listener(cfg, counting, FileSource(data["wav"], speed=4.0), [JsonlSink(stream)]).run()
+        runs[speculate] = (stats, counting.calls, read_jsonl(stream.getvalue()))
+    (spec, spec_calls, spec_records), (plain, plain_calls, plain_records) = runs[True], runs[False]
+    assert spec.speculation_hits == spec.speculated == spec_calls == len(SENTENCES)
+    assert plain.speculated == 0 and plain_calls == len(SENTENCES)
+    assert_same_utterances(spec_records, data["reference"], aligned=False)
+    stable = ("index", "start", "end", "text", "label", "probabilities")
+    assert [{k: r[k] for k in stable} for r in spec_records] == \
+        [{k: r[k] for k in stable} for r in plain_records]
+    for record in spec_records:
+        assert record["latency"]["queue"] == 0.0
+
+
 # -------------------------------------------------------------------------- (e) device errors
 
 

@@ -96,3 +96,48 @@ def test_pre_roll_and_hangover_settings_change_the_audio_kept():
     assert (base.start, base.end) == (wider.start, wider.end)
     assert wider.audio_offset == pytest.approx(base.audio_offset - 0.3)
     assert len(wider.audio) == len(base.audio) + int(0.39 * SAMPLE_RATE)
+
+
+def collect_tentative(config, audio):
+    tentative = []
+    segmenter = Segmenter(config, source="x", on_tentative=tentative.append)
+    closed = list(segment([audio[i:i + 4800] for i in range(0, len(audio), 4800)], segmenter))
+    return tentative, closed
+
+
+def same_utterance(a, b) -> bool:
+    return (a.index, a.start, a.end, a.audio_offset) == (b.index, b.start, b.end, b.audio_offset) \
+        and np.array_equal(a.audio, b.audio)
+
+
+def test_tentative_end_announces_the_utterance_that_closes(talk):
+    """At tail_ms of silence the segmenter announces exactly the utterance it closes later."""
+    config = SegmenterConfig()
+    tentative, closed = collect_tentative(config, talk.audio)
+    assert closed == [] or len(closed) == len(talk.spans)
+    for u in closed:
+        matches = [t for t in tentative if same_utterance(t, u)]
+        assert len(matches) == 1, u
+    # without the callback the segmentation is the same
+    plain = run(config, talk.audio)
+    assert [(u.start, u.end) for u in plain] == [(u.start, u.end) for u in closed]
+
+
+def test_tentative_end_is_void_when_speech_resumes():
+    """A pause longer than tail_ms but shorter than the hangover: announced, then not closed."""
+    config = SegmenterConfig(tail_ms=90, hangover_ms=600)
+    gap = 0.4  # seconds: well past tail_ms (plus the VAD's own smoothing), short of the hangover
+    silence = np.zeros(int(0.5 * SAMPLE_RATE), np.float32)
+    audio = np.concatenate([silence, synthetic_voice(1.0), np.zeros(int(gap * SAMPLE_RATE), np.float32),
+                            synthetic_voice(1.0, seed=1), silence])
+    tentative, closed = collect_tentative(config, audio)
+    assert len(closed) == 1 and closed[0].duration > 2.0
+    assert len(tentative) == 2
+    assert tentative[0].end < 1.8 and not same_utterance(tentative[0], closed[0])
+    assert same_utterance(tentative[1], closed[0])
+
+
+def test_no_tentative_end_when_tail_is_not_shorter_than_hangover(talk):
+    config = SegmenterConfig(tail_ms=300, hangover_ms=240)
+    tentative, closed = collect_tentative(config, talk.audio)
+    assert closed and tentative == []
