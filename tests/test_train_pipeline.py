@@ -166,7 +166,8 @@ def test_feature_cache_reused_and_invalidated(corpus, encoders, tmp_path):
     assert len(feats[0]) > len(feats[1])  # twice as long now
 
 
-def test_self_align_changes_only_top_layers(corpus, encoders, tmp_path):
+@pytest.mark.parametrize("ce_weight", [0.0, 0.5])  # the paper's pure metric loss; + a CE head
+def test_self_align_changes_only_top_layers(corpus, encoders, tmp_path, ce_weight):
     from safetensors.torch import load_file
 
     from mersa_stream.encoders.text import TextEncoder
@@ -188,7 +189,8 @@ def test_self_align_changes_only_top_layers(corpus, encoders, tmp_path):
         assert sorted({labels[i] for i in b}) == [0, 1, 2, 3] and len(b) == 8
 
     out = self_align(records[:32], records[32:], LABELS_4, bert, tmp_path / "align",
-                     AlignConfig(epochs=2, per_class=2, top_layers=1, lr=1e-3, tsne_points=16),
+                     AlignConfig(epochs=2, per_class=2, top_layers=1, lr=1e-3, tsne_points=16,
+                                 ce_weight=ce_weight),
                      say=lambda _: None, progress=False)
     weights = load_file(str(out / "text_encoder.safetensors"))
     assert weights and all(k.startswith("encoder.layer.1.") for k in weights)

@@ -61,6 +61,8 @@ def train(
     aligned: Optional[Path] = typer.Option(None, "--aligned-text-encoder", help="Re-use a self-aligned encoder (a checkpoint or align folder)."),
     align_epochs: int = typer.Option(2, "--align-epochs", help="Self-align epochs."),
     align_layers: int = typer.Option(2, "--align-layers", help="Self-align: fine-tune only the top N transformer layers (0 = all)."),
+    align_ce_weight: float = typer.Option(0.0, "--align-ce-weight", min=0.0, help="Self-align: weight of an auxiliary cross-entropy head beside the multi-similarity loss (0 = the paper's pure metric learning)."),
+    align_lr: float = typer.Option(2e-5, "--align-lr", help="Self-align learning rate."),
     text_data: List[str] = TextDataOption,
     text_data_per_epoch: int = typer.Option(0, "--text-data-per-epoch", help="Examples of the --text-data drawn per epoch (0 = all)."),
     packed_features: bool = typer.Option(False, "--packed-features", help="Also train on the audio features `analyze --pack` computes (Whisper encoder only), so one model serves both paths."),
@@ -119,6 +121,7 @@ def train(
         if aligned:
             raise ConfigError("--self-align and --aligned-text-encoder: pick one")
         align_dir = align_for_run(opts, AlignConfig(epochs=align_epochs, top_layers=align_layers,
+                                                    ce_weight=align_ce_weight, lr=align_lr,
                                                     seed=seed), out / "self_align", say=_say)
         from dataclasses import replace
 
