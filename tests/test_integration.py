@@ -100,6 +100,27 @@ def test_shared_encoder_transcript_equals_plain_faster_whisper(single, recognize
         assert " ".join(s.text.strip() for s in segments) == result.transcript.text
 
 
+def test_trainer_packed_features_equal_what_analyze_pack_slices(talk, recognizer):
+    """`mersa train --packed-features` trains on `WhisperAsr.encoder_states_packed`: the very
+    frames `analyze --pack` slices out of its decoded windows, and not the per-utterance ones."""
+    from mersa_stream.packing import pack
+    from mersa_stream.pipeline import segment
+    from mersa_stream.segmenter import Segmenter
+
+    asr = recognizer.asr
+    utterances = list(segment([talk.audio], Segmenter(Config().segmenter, "talk")))
+    windows = list(pack(utterances, gap_s=Config().runtime.pack_gap_s))
+    _, states = asr.decode_windows([w.audio for w in windows])
+    sliced = [s[p.frames] for w, s in zip(windows, states) for p in w.placements]
+    trainer = asr.encoder_states_packed([u.audio for u in utterances], Config().runtime.pack_gap_s)
+    alone = asr.encoder_states([u.audio for u in utterances])
+    assert len(trainer) == len(sliced) == len(utterances) > 1
+    for t, s, a in zip(trainer, sliced, alone):
+        assert t.shape == s.shape == a.shape
+        np.testing.assert_allclose(t, s, atol=1e-4)
+        assert not np.allclose(t, a, atol=1e-2)  # the neighbours in the window change them
+
+
 def test_empty_transcript_still_gets_a_label(recognizer):
     from mersa_stream.types import Utterance
 
