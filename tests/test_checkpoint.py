@@ -91,3 +91,20 @@ def test_bad_checkpoints_give_one_line_errors(tmp_path):
     with pytest.raises(ModelError, match="not valid JSON") as info:
         load_checkpoint(tmp_path / "notjson")
     assert "\n" not in info.value.message
+
+
+def test_shipped_default_is_a_small_self_aligned_card_carrying_checkpoint():
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "models" / "default"
+    ckpt = load_checkpoint(folder)
+    assert ckpt.model_id == "mersa-default" and ckpt.labels == LABELS
+    assert (ckpt.audio_encoder.kind, ckpt.text_encoder.dim) == ("whisper", 384)
+    # the self-align change travels (only the top MiniLM layers), the base encoders do not
+    assert ckpt.text_encoder_weights
+    assert all(k.startswith(("encoder.layer.4.", "encoder.layer.5.")) for k in ckpt.text_encoder_weights)
+    assert sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) <= 25 * 2 ** 20
+    card = (folder / "README.md").read_text()
+    for section in ("## Data", "## Licences", "## Metrics", "## Command"):
+        assert section in card
+    assert "--self-align" in card and "/tmp" not in card + (folder / "config.json").read_text()

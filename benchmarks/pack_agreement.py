@@ -1,0 +1,75 @@
+"""Do `analyze` (one Whisper window per utterance) and `analyze --pack` (shared 30 s windows)
+give the same labels? Both paths end to end through `Recognizer`, on RAVDESS test clips (one
+speaker fold; accuracy too) or on a generated espeak-ng recording.
+
+    .venv/bin/python benchmarks/pack_agreement.py --ravdess ../shared/data/ravdess
+    .venv/bin/python benchmarks/pack_agreement.py --minutes 5 --checkpoint models/default
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+def ravdess_utterances(data_dir: str, fold: int):
+    from mersa_stream.decode import load_audio
+    from mersa_stream.types import Utterance
+    from train.data import load_dataset, make_split
+
+    records = make_split("ravdess", load_dataset("ravdess", data_dir, "4"), "speaker", fold)["test"]
+    return [Utterance("ravdess", i, 0.0, 1.0, load_audio(r.audio), 0.0)
+            for i, r in enumerate(records)], [r.label for r in records]
+
+
+def recording_utterances(minutes: float, config):
+    from listen_latency import build_recording
+    from mersa_stream.pipeline import segment
+    from mersa_stream.segmenter import Segmenter
+
+    audio, _ = build_recording(minutes)
+    return list(segment([audio], Segmenter(config.segmenter, "recording"))), None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ravdess", help="RAVDESS folder: score its test actors (speaker fold)")
+    parser.add_argument("--fold", type=int, default=0)
+    parser.add_argument("--minutes", type=float, default=5.0, help="else: espeak-ng recording")
+    parser.add_argument("--checkpoint", default=str(ROOT / "models" / "default"))
+    args = parser.parse_args()
+
+    from mersa_stream.config import load_config
+    from mersa_stream.packing import pack
+    from mersa_stream.pipeline import batched
+    from mersa_stream.recognizer import Recognizer
+
+    config = load_config(None, [f"models.checkpoint={args.checkpoint}"])
+    recognizer = Recognizer(config)
+    utterances, truth = ravdess_utterances(args.ravdess, args.fold) if args.ravdess else \
+        recording_utterances(args.minutes, config)
+    single = [r for b in batched(utterances, config.runtime.batch_size)
+              for r in recognizer.recognize(b)]
+    windows = pack(utterances, gap_s=config.runtime.pack_gap_s)
+    packed = [r for b in batched(windows, config.runtime.pack_batch_size)
+              for r in recognizer.recognize_windows(b)]
+    agree = sum(a.label == b.label for a, b in zip(single, packed))
+    delta = np.mean([max(abs(a.probabilities[k] - b.probabilities[k]) for k in a.probabilities)
+                     for a, b in zip(single, packed)])
+    print(f"{recognizer.model_id}: {agree}/{len(single)} labels agree, mean max |dp| {delta:.3f}")
+    if truth is not None:
+        for name, results in (("per utterance", single), ("packed", packed)):
+            accuracy = np.mean([r.label == t for r, t in zip(results, truth)])
+            print(f"  accuracy {name}: {accuracy:.3f}")
+
+
+if __name__ == "__main__":
+    main()
