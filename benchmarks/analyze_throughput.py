@@ -44,11 +44,13 @@ def main() -> None:
 
     from faster_whisper import BatchedInferencePipeline
 
+    from mersa_stream.allocator import cap_mmap_threshold
     from mersa_stream.config import load_config
     from mersa_stream.decode import stream_audio
     from mersa_stream.pipeline import recognize_stream
     from mersa_stream.recognizer import Recognizer
 
+    cap_mmap_threshold()  # as the `mersa` command does
     if args.input:
         path = Path(args.input)
     else:

@@ -83,9 +83,11 @@ def main() -> int:
                         help="then play it again with listen.speculate=false, same models")
     args = parser.parse_args()
 
+    from mersa_stream.allocator import cap_mmap_threshold
     from mersa_stream.config import load_config
     from mersa_stream.recognizer import Recognizer
 
+    cap_mmap_threshold()  # as the `mersa` command does
     work = Path(tempfile.mkdtemp(prefix="mersa-bench-"))
     checkpoint = args.checkpoint
     if checkpoint is None:

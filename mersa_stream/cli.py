@@ -15,6 +15,7 @@ from typing import Iterator, List, Optional, Sequence
 import typer
 from rich.console import Console
 
+from .allocator import cap_mmap_threshold
 from .config import Config, load_config, to_toml
 from .errors import (EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ConfigError,
                      InputError, MersaError)
@@ -383,6 +384,7 @@ def _click_exceptions() -> tuple[tuple, tuple]:
 
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    cap_mmap_threshold()
     _register_optional_commands()
     usage_errors, aborts = _click_exceptions()
     try:
