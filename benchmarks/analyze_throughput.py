@@ -1,9 +1,10 @@
 """Throughput of `analyze` with emotion vs faster-whisper's batched transcription alone.
 
 Both run on the same recording, the same loaded Whisper model and settings (tiny.en int8,
-beam 5; batch 8 for faster-whisper, config.toml's for mersa), models loaded before timing; `analyze` is run in both modes (one window per
-utterance, the default; `--pack`, utterances packed into shared 30 s windows); each is run `--repeats` times interleaved and the best
-wall time kept. Prints audio seconds per wall second for each and the ratio (the headline).
+beam 5; batch 8 for faster-whisper, config.toml's for mersa), models loaded before timing.
+`analyze` runs in both modes (one window per utterance, the default; `--pack`, utterances packed
+into shared 30 s windows); each is run `--repeats` times interleaved and the best wall time kept.
+Prints audio seconds per wall second for each and the ratio (the headline).
 
     .venv/bin/python benchmarks/analyze_throughput.py            # 5-minute recording
     .venv/bin/python benchmarks/analyze_throughput.py --minutes 1 --repeats 1
@@ -75,9 +76,8 @@ def main() -> None:
 
     def mersa(packed):
         before = collections.Counter(recognizer.stage_seconds)
-        batch = config.runtime.pack_batch_size if packed else config.runtime.batch_size
         results = list(recognize_stream(stream_audio(path), str(path), config.segmenter,
-                                        recognizer, batch, packed=packed,
+                                        recognizer, config.runtime.batch_for(packed), packed=packed,
                                         pack_gap_s=config.runtime.pack_gap_s))
         return len(results), recognizer.stage_seconds - before
 

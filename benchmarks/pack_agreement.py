@@ -56,10 +56,10 @@ def main() -> None:
     recognizer = Recognizer(config)
     utterances, truth = ravdess_utterances(args.ravdess, args.fold) if args.ravdess else \
         recording_utterances(args.minutes, config)
-    single = [r for b in batched(utterances, config.runtime.batch_size)
+    single = [r for b in batched(utterances, config.runtime.batch_for(False))
               for r in recognizer.recognize(b)]
     windows = pack(utterances, gap_s=config.runtime.pack_gap_s)
-    packed = [r for b in batched(windows, config.runtime.pack_batch_size)
+    packed = [r for b in batched(windows, config.runtime.batch_for(True))
               for r in recognizer.recognize_windows(b)]
     agree = sum(a.label == b.label for a, b in zip(single, packed))
     delta = np.mean([max(abs(a.probabilities[k] - b.probabilities[k]) for k in a.probabilities)

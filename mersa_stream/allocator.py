@@ -10,7 +10,6 @@ up to 117%. A fixed threshold of 8 MB keeps the big buffers in mmap, returned to
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
@@ -21,10 +20,9 @@ def cap_mmap_threshold(size: int = THRESHOLD_BYTES) -> bool:
     """True when the setting took effect."""
     if "MALLOC_MMAP_THRESHOLD_" in os.environ:
         return False
-    name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name) if name else None
-        mallopt = libc.mallopt if libc is not None else None
+        # the symbols already loaded into this process: libc's, where there is a glibc
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return False
-    return bool(mallopt and mallopt(M_MMAP_THRESHOLD, size))
+    return bool(mallopt(M_MMAP_THRESHOLD, size))

@@ -274,9 +274,7 @@ def _analyze_files(files, fmt, output, cfg, recognizer, guard: StopOnSignals, re
                 try:
                     chunks = progress.track(path, stream_audio(path))
                     for result in recognize_stream(chunks, name, cfg.segmenter, recognizer,
-                                                   cfg.runtime.pack_batch_size
-                                                   if cfg.runtime.pack_windows
-                                                   else cfg.runtime.batch_size,
+                                                   cfg.runtime.batch_for(cfg.runtime.pack_windows),
                                                    packed=cfg.runtime.pack_windows,
                                                    pack_gap_s=cfg.runtime.pack_gap_s):
                         emit(sink.write, result)

@@ -67,6 +67,10 @@ class RuntimeConfig:
     pack_gap_s: float = _opt(0.2, range=(0.0, 5.0))
     text_max_tokens: int = _opt(64, range=(8, 512))
 
+    def batch_for(self, packed: bool) -> int:
+        """What one recognition batch holds in `analyze`: windows when packed, else utterances."""
+        return self.pack_batch_size if packed else self.batch_size
+
 
 @dataclass(frozen=True)
 class ListenConfig:

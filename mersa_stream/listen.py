@@ -290,10 +290,9 @@ class Listener:
         return self.stats
 
     def _enqueue(self, utterance: Utterance, final: bool = False) -> None:
-        with self._lock:
-            self.stats.detected += 1
         speech_end = self.timeline.wall(utterance.end)
         with self._lock:
+            self.stats.detected += 1
             claimed = self._ahead_key == speculation_key(utterance)
             if claimed:
                 self._ahead_key = None
@@ -343,11 +342,12 @@ class Listener:
     def _recognize_ahead(self, utterance: Utterance) -> None:
         if self._limit_reached.is_set():
             return
+        key = speculation_key(utterance)
         with self._lock:
-            self._ahead_key = speculation_key(utterance)
+            self._ahead_key = key
         begun = time.time()
         results = self.recognizer.recognize([utterance])
-        self._speculated = (speculation_key(utterance), results, begun, time.time())
+        self._speculated = (key, results, begun, time.time())
         with self._lock:
             self.stats.speculated += 1
 
