@@ -66,6 +66,7 @@ def train(
     text_data: List[str] = TextDataOption,
     text_data_per_epoch: int = typer.Option(0, "--text-data-per-epoch", help="Examples of the --text-data drawn per epoch (0 = all)."),
     packed_features: bool = typer.Option(False, "--packed-features", help="Also train on the audio features `analyze --pack` computes (Whisper encoder only), so one model serves both paths."),
+    consistency: float = typer.Option(0.0, "--consistency", min=0.0, help="With --packed-features: weight of a symmetric KL between a clip's per-utterance and packed predictions (0 = the two are separate examples)."),
     pair_text: float = typer.Option(0.0, "--pair-text", min=0.0, max=1.0, help="Share of audio examples that take the words of a same-label --text-data example each epoch (cross-corpus pairing)."),
     no_audio: bool = typer.Option(False, "--no-audio", help="Ignore the audio (text branch only)."),
     no_text: bool = typer.Option(False, "--no-text", help="Ignore the text (audio branch only)."),
@@ -90,6 +91,8 @@ def train(
 
     if select not in METRICS:
         raise ConfigError(f"--select {select!r}: one of {', '.join(METRICS)}")
+    if consistency > 0 and not packed_features:
+        raise ConfigError("--consistency needs --packed-features (the second view of each clip)")
     if class_weights not in ("none", "balanced"):
         raise ConfigError(f"--class-weights {class_weights!r}: none or balanced")
     split, dataset = _split(dataset, split, data_dir)
@@ -101,7 +104,7 @@ def train(
                       patience=patience, lr=lr, text_dropout=text_dropout,
                       audio_dropout=audio_dropout, class_weights=class_weights, select=select,
                       seed=seed, threads=threads, extra_per_epoch=text_data_per_epoch,
-                      pair_text=pair_text)
+                      pair_text=pair_text, consistency=consistency)
     from mersa_stream.fusion import ARCHITECTURES
 
     if architecture not in ARCHITECTURES:
