@@ -235,9 +235,12 @@ def test_cli_evaluate_and_experiments(trained, corpus, tmp_path):
     proc = mersa_in_process("experiments", "--dataset", "manifest", "--data-dir", str(corpus),
                  "--out", str(tmp_path / "exp"), "--architectures", "server,mersa",
                  "--audio-encoders", "wav2vec2", "--wav2vec2", opts.audio_spec,
-                 "--folds", "4", "--epochs", "2", "--batch-size", "8",
+                 "--folds", "4", "--epochs", "2", "--batch-size", "8", "--pair-text", "0.25",
                  "--cache-dir", opts.cache_dir, "--threads", "1", "--text-encoder", opts.text_encoder)
     assert proc.returncode == 0, proc.stderr
+    run_config = json.loads((tmp_path / "exp" / "runs" / "mersa_wav2vec2_plain_fold0_seed0"
+                             / "config.json").read_text())
+    assert run_config["metadata"]["train"]["pair_text"] == 0.25
     table = (tmp_path / "exp" / "results.md").read_text()
     assert "| SERVER | wav2vec2 | plain |" in table and "| MERSA | wav2vec2 | plain |" in table
     assert "balanced acc" in table

@@ -20,6 +20,9 @@ FoldsOption = typer.Option(5, "--folds", help="Speaker split: number of folds (b
 CacheOption = typer.Option(None, "--cache-dir", help="Feature cache folder (default ~/.cache/mersa/features or $MERSA_CACHE).")
 AbsOption = typer.Option(False, "--allow-absolute-paths", help="Manifest: accept paths outside the manifest's folder.")
 TextDataOption = typer.Option([], "--text-data", help="Extra text-only training data DATASET:DIR (e.g. meld:data/meld), repeatable.")
+PackedOption = typer.Option(False, "--packed-features", help="Also train on the audio features `analyze --pack` computes (Whisper encoder only), so one model serves both paths.")
+ConsistencyOption = typer.Option(0.0, "--consistency", min=0.0, help="With --packed-features: weight of a symmetric KL between a clip's per-utterance and packed predictions (0 = the two are separate examples).")
+PairTextOption = typer.Option(0.0, "--pair-text", min=0.0, max=1.0, help="Share of audio examples that take the words of a same-label --text-data example each epoch (cross-corpus pairing).")
 
 
 def _text_data(values: List[str]):
@@ -44,6 +47,11 @@ def _split(dataset: str, split: Optional[str], data_dir: Path) -> tuple[str, str
     return split or default_split(dataset), dataset
 
 
+def _check_consistency(consistency: float, packed_features: bool) -> None:
+    if consistency > 0 and not packed_features:
+        raise ConfigError("--consistency needs --packed-features (the second view of each clip)")
+
+
 @app.command()
 def train(
     dataset: str = DatasetOption,
@@ -65,9 +73,9 @@ def train(
     align_lr: float = typer.Option(2e-5, "--align-lr", help="Self-align learning rate."),
     text_data: List[str] = TextDataOption,
     text_data_per_epoch: int = typer.Option(0, "--text-data-per-epoch", help="Examples of the --text-data drawn per epoch (0 = all)."),
-    packed_features: bool = typer.Option(False, "--packed-features", help="Also train on the audio features `analyze --pack` computes (Whisper encoder only), so one model serves both paths."),
-    consistency: float = typer.Option(0.0, "--consistency", min=0.0, help="With --packed-features: weight of a symmetric KL between a clip's per-utterance and packed predictions (0 = the two are separate examples)."),
-    pair_text: float = typer.Option(0.0, "--pair-text", min=0.0, max=1.0, help="Share of audio examples that take the words of a same-label --text-data example each epoch (cross-corpus pairing)."),
+    packed_features: bool = PackedOption,
+    consistency: float = ConsistencyOption,
+    pair_text: float = PairTextOption,
     no_audio: bool = typer.Option(False, "--no-audio", help="Ignore the audio (text branch only)."),
     no_text: bool = typer.Option(False, "--no-text", help="Ignore the text (audio branch only)."),
     batch_size: int = typer.Option(32, "--batch-size", help="1 = the paper's unpadded batches."),
@@ -91,8 +99,7 @@ def train(
 
     if select not in METRICS:
         raise ConfigError(f"--select {select!r}: one of {', '.join(METRICS)}")
-    if consistency > 0 and not packed_features:
-        raise ConfigError("--consistency needs --packed-features (the second view of each clip)")
+    _check_consistency(consistency, packed_features)
     if class_weights not in ("none", "balanced"):
         raise ConfigError(f"--class-weights {class_weights!r}: none or balanced")
     split, dataset = _split(dataset, split, data_dir)
@@ -163,6 +170,9 @@ def experiments(
     patience: int = typer.Option(20, "--patience"),
     lr: float = typer.Option(1e-4, "--lr"),
     text_data_per_epoch: int = typer.Option(0, "--text-data-per-epoch"),
+    pair_text: float = PairTextOption,
+    packed_features: bool = PackedOption,
+    consistency: float = ConsistencyOption,
     seeds: str = typer.Option("0", "--seeds", help="Comma-separated seeds; figures are their mean."),
     threads: int = typer.Option(0, "--threads"),
     cache_dir: Optional[Path] = CacheOption,
@@ -172,6 +182,7 @@ def experiments(
     from .experiments import run_grid
 
     split, dataset = _split(dataset, split, data_dir)
+    _check_consistency(consistency, packed_features)
     if threads:
         import torch
 
@@ -187,7 +198,9 @@ def experiments(
                      seeds=[int(s) for s in seeds.split(",") if s.strip()],
                      cache_dir=str(cache_dir) if cache_dir else None,
                      allow_absolute_paths=allow_absolute_paths, text_encoder=text_encoder,
-                     train_overrides={"lr": lr, "extra_per_epoch": text_data_per_epoch},
+                     packed_features=packed_features,
+                     train_overrides={"lr": lr, "extra_per_epoch": text_data_per_epoch,
+                                      "pair_text": pair_text, "consistency": consistency},
                      say=_say)
     stdout.print(table, markup=False, highlight=False)
 

@@ -30,7 +30,8 @@ def run_grid(dataset: str, data_dir, out: Path, classes: str = "4", split: str =
              epochs: int = 200, patience: int = 20, seeds: Sequence[int] = (0,),
              cache_dir: str | None = None, allow_absolute_paths: bool = False,
              text_encoder: str = DEFAULT_TEXT_ENCODER, progress: bool = True,
-             say: Callable[[str], None] = print, train_overrides: dict | None = None) -> str:
+             say: Callable[[str], None] = print, train_overrides: dict | None = None,
+             packed_features: bool = False) -> str:
     for a in architectures:
         if a not in ARCHITECTURES:
             raise ConfigError(f"--architectures: {a!r} is not one of {', '.join(ARCHITECTURES)}")
@@ -62,7 +63,8 @@ def run_grid(dataset: str, data_dir, out: Path, classes: str = "4", split: str =
                             text_encoder=text_encoder, aligned_weights=text_weights,
                             use_audio=use_audio, use_text=use_text, text_data=text_data,
                             cache_dir=cache_dir, allow_absolute_paths=allow_absolute_paths,
-                            model_id=name, command=command, train=cfg)
+                            model_id=name, command=command, packed_features=packed_features,
+                            train=cfg)
                         say(f"== {name}")
                         result = run(opts, featurizers, progress=progress, say=say)
                         scored = {k: v for k, v in result.test.items() if "(" not in k} or \
