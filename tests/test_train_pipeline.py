@@ -263,9 +263,6 @@ def test_cli_errors_are_one_line(tmp_path):
     with pytest.raises(ConfigError, match="--architecture"):
         mersa_in_process("train", "--dataset", "manifest", "--data-dir", str(tmp_path / "data"),
                          "--out", str(tmp_path / "o"), "--architecture", "lstm")
-    with pytest.raises(ConfigError, match="--consistency needs --packed-features"):
-        mersa_in_process("train", "--dataset", "manifest", "--data-dir", str(tmp_path / "data"),
-                         "--out", str(tmp_path / "o"), "--consistency", "1")
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")

@@ -21,7 +21,6 @@ CacheOption = typer.Option(None, "--cache-dir", help="Feature cache folder (defa
 AbsOption = typer.Option(False, "--allow-absolute-paths", help="Manifest: accept paths outside the manifest's folder.")
 TextDataOption = typer.Option([], "--text-data", help="Extra text-only training data DATASET:DIR (e.g. meld:data/meld), repeatable.")
 PackedOption = typer.Option(False, "--packed-features", help="Also train on the audio features `analyze --pack` computes (Whisper encoder only), so one model serves both paths.")
-ConsistencyOption = typer.Option(0.0, "--consistency", min=0.0, help="With --packed-features: weight of a symmetric KL between a clip's per-utterance and packed predictions (0 = the two are separate examples).")
 PairTextOption = typer.Option(0.0, "--pair-text", min=0.0, max=1.0, help="Share of audio examples that take the words of a same-label --text-data example each epoch (cross-corpus pairing).")
 
 
@@ -47,11 +46,6 @@ def _split(dataset: str, split: Optional[str], data_dir: Path) -> tuple[str, str
     return split or default_split(dataset), dataset
 
 
-def _check_consistency(consistency: float, packed_features: bool) -> None:
-    if consistency > 0 and not packed_features:
-        raise ConfigError("--consistency needs --packed-features (the second view of each clip)")
-
-
 @app.command()
 def train(
     dataset: str = DatasetOption,
@@ -74,7 +68,6 @@ def train(
     text_data: List[str] = TextDataOption,
     text_data_per_epoch: int = typer.Option(0, "--text-data-per-epoch", help="Examples of the --text-data drawn per epoch (0 = all)."),
     packed_features: bool = PackedOption,
-    consistency: float = ConsistencyOption,
     pair_text: float = PairTextOption,
     no_audio: bool = typer.Option(False, "--no-audio", help="Ignore the audio (text branch only)."),
     no_text: bool = typer.Option(False, "--no-text", help="Ignore the text (audio branch only)."),
@@ -99,7 +92,6 @@ def train(
 
     if select not in METRICS:
         raise ConfigError(f"--select {select!r}: one of {', '.join(METRICS)}")
-    _check_consistency(consistency, packed_features)
     if class_weights not in ("none", "balanced"):
         raise ConfigError(f"--class-weights {class_weights!r}: none or balanced")
     split, dataset = _split(dataset, split, data_dir)
@@ -111,7 +103,7 @@ def train(
                       patience=patience, lr=lr, text_dropout=text_dropout,
                       audio_dropout=audio_dropout, class_weights=class_weights, select=select,
                       seed=seed, threads=threads, extra_per_epoch=text_data_per_epoch,
-                      pair_text=pair_text, consistency=consistency)
+                      pair_text=pair_text)
     from mersa_stream.fusion import ARCHITECTURES
 
     if architecture not in ARCHITECTURES:
@@ -172,7 +164,6 @@ def experiments(
     text_data_per_epoch: int = typer.Option(0, "--text-data-per-epoch"),
     pair_text: float = PairTextOption,
     packed_features: bool = PackedOption,
-    consistency: float = ConsistencyOption,
     seeds: str = typer.Option("0", "--seeds", help="Comma-separated seeds; figures are their mean."),
     threads: int = typer.Option(0, "--threads"),
     cache_dir: Optional[Path] = CacheOption,
@@ -182,7 +173,6 @@ def experiments(
     from .experiments import run_grid
 
     split, dataset = _split(dataset, split, data_dir)
-    _check_consistency(consistency, packed_features)
     if threads:
         import torch
 
@@ -200,7 +190,7 @@ def experiments(
                      allow_absolute_paths=allow_absolute_paths, text_encoder=text_encoder,
                      packed_features=packed_features,
                      train_overrides={"lr": lr, "extra_per_epoch": text_data_per_epoch,
-                                      "pair_text": pair_text, "consistency": consistency},
+                                      "pair_text": pair_text},
                      say=_say)
     stdout.print(table, markup=False, highlight=False)
 

@@ -5,12 +5,6 @@ early stopping on validation. Padded batches with masks by default (same maths a
 which is offered too). Modality dropout: with probability `text_dropout` / `audio_dropout` a
 training example that has both modalities loses one of them (never both), so a one-modality input
 at run time still gets a sensible label.
-
-Consistency (`consistency` > 0): an example may carry a second view of its audio (the features
-`analyze --pack` computes for the same clip, with neighbours in the Whisper window). Both views
-are trained on, with the same text and the same modality dropout, and a symmetric KL term pulls
-their predictions together, so the packed and the per-utterance path give the same label more
-often.
 """
 
 from __future__ import annotations
@@ -19,7 +13,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -38,7 +32,6 @@ class Example:
     audio: np.ndarray  # (S, Da); (0, Da) = no audio
     label: int
     id: str = ""
-    view: np.ndarray | None = None  # the same audio as `analyze --pack` encodes it (or None)
 
 
 @dataclass(frozen=True)
@@ -63,7 +56,6 @@ class TrainConfig:
     max_audio_frames: int = 1500
     extra_per_epoch: int = 0  # extra text-only examples drawn per epoch (0 = all of them)
     pair_text: float = 0.0  # share of audio examples given the text of an extra same-label one
-    consistency: float = 0.0  # weight of the symmetric KL between an example's two audio views
     seed: int = 0
     threads: int = 0
 
@@ -71,57 +63,21 @@ class TrainConfig:
         return asdict(self)
 
 
-def modality_drops(batch: Sequence[Example], rng: random.Random, text_dropout: float,
-                   audio_dropout: float) -> list[str | None]:
-    """Per example: "text", "audio" or None, the modality that training hides this time."""
-    drops: list[str | None] = []
-    for e in batch:
-        drop = None
-        if len(e.text) and len(e.audio):
-            u = rng.random()
-            if u < text_dropout:
-                drop = "text"
-            elif u < text_dropout + audio_dropout:
-                drop = "audio"
-        drops.append(drop)
-    return drops
-
-
 def collate(batch: Sequence[Example], text_dim: int, audio_dim: int, max_audio: int,
-            drops: Sequence[str | None] | None = None):
+            rng: random.Random | None = None, text_dropout: float = 0.0,
+            audio_dropout: float = 0.0):
     text, text_mask = pad_sequences([e.text for e in batch], text_dim)
     audio, audio_mask = pad_sequences([e.audio for e in batch], audio_dim, max_audio)
-    for i, drop in enumerate(drops or ()):
-        if drop == "text":
-            text_mask[i] = False
-        elif drop == "audio":
-            audio_mask[i] = False
+    if rng is not None:
+        for i, e in enumerate(batch):
+            if len(e.text) and len(e.audio):
+                u = rng.random()
+                if u < text_dropout:
+                    text_mask[i] = False
+                elif u < text_dropout + audio_dropout:
+                    audio_mask[i] = False
     labels = torch.tensor([e.label for e in batch], dtype=torch.long)
     return text, text_mask, audio, audio_mask, labels
-
-
-def symmetric_kl(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
-    """Mean over the batch of (KL(p||q) + KL(q||p)) / 2."""
-    la, lb = torch.log_softmax(logits_a, -1), torch.log_softmax(logits_b, -1)
-    return 0.5 * ((la.exp() * (la - lb)).sum(-1) + (lb.exp() * (lb - la)).sum(-1)).mean()
-
-
-def batch_loss(model: FusionModel, batch: Sequence[Example], loss_fn, text_dim: int,
-               audio_dim: int, config: "TrainConfig", rng: random.Random) -> torch.Tensor:
-    drops = modality_drops(batch, rng, config.text_dropout, config.audio_dropout)
-    t, tm, a, am, y = collate(batch, text_dim, audio_dim, config.max_audio_frames, drops)
-    logits = model(t, tm, a, am)
-    loss = loss_fn(logits, y)
-    paired = [i for i, e in enumerate(batch) if e.view is not None and len(e.view)]
-    if config.consistency > 0 and paired:
-        views = [replace(batch[i], audio=batch[i].view) for i in paired]
-        t, tm, a, am, y_views = collate(views, text_dim, audio_dim, config.max_audio_frames,
-                                        [drops[i] for i in paired])
-        view_logits = model(t, tm, a, am)
-        share = len(paired) / len(batch)
-        loss = (loss + share * loss_fn(view_logits, y_views)) / (1 + share)
-        loss = loss + config.consistency * symmetric_kl(logits[paired], view_logits)
-    return loss
 
 
 def batches(examples: Sequence[Example], size: int, rng: random.Random | None):
@@ -183,7 +139,7 @@ def pair_with_text(train: Sequence[Example], extra: Sequence[Example], share: fl
     for e in train:
         donors = by_label.get(e.label)
         if donors and len(e.audio) and rng.random() < share:
-            e = replace(e, text=rng.choice(donors).text, id=e.id + "+text")
+            e = Example(rng.choice(donors).text, e.audio, e.label, e.id + "+text")
         out.append(e)
     return out
 
@@ -252,8 +208,10 @@ def train_fusion(train: Sequence[Example], val: dict[str, Sequence[Example]], la
                 k = config.extra_per_epoch
                 epoch_set += list(extra) if k <= 0 or k >= len(extra) else rng.sample(list(extra), k)
             for idx in batches(epoch_set, config.batch_size, rng):
-                loss = batch_loss(model, [epoch_set[i] for i in idx], loss_fn, text_dim,
-                                  audio_dim, config, rng)
+                t, tm, a, am, y = collate([epoch_set[i] for i in idx], text_dim, audio_dim,
+                                          config.max_audio_frames, rng, config.text_dropout,
+                                          config.audio_dropout)
+                loss = loss_fn(model(t, tm, a, am), y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -188,12 +188,8 @@ def run(opts: RunOptions, featurizers: Featurizers | None = None, progress: bool
         packed_f = featurizers.audio("whisper", opts.audio_spec or AUDIO_SPECS["whisper"],
                                      packed_gap=PACK_GAP_S)
         packed = encode_records(records, packed_f, "audio", featurizers.cache, 8, bar)
-        if opts.train.consistency > 0:  # one example, two views, predictions pulled together
-            train_set = [replace(e, view=a) if len(e.audio) else e
-                         for e, a in zip(train_set, packed)]
-        else:
-            train_set = train_set + [replace(e, audio=a, id=e.id + "#packed")
-                                     for e, a in zip(train_set, packed) if len(e.audio)]
+        train_set = train_set + [replace(e, audio=a, id=e.id + "#packed")
+                                 for e, a in zip(train_set, packed) if len(e.audio)]
     extra_set = [e for n, v in examples.items() if n.endswith("/train")
                  and not n.startswith(f"{opts.dataset}/") for e in v]
     val_sets = {n: v for n, v in examples.items() if n.endswith("/val")}
