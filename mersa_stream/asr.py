@@ -1,7 +1,7 @@
 """Whisper ASR (faster-whisper / CTranslate2) whose encoder pass also yields the audio features.
 
-Each utterance is padded to Whisper's 30 s window, the batch goes through the encoder once, and
-the same encoder states feed both `generate` (the transcript) and the emotion model (the first
+Each utterance is padded to Whisper's 30 s window and encoded once (on a CPU window by window),
+and the same encoder states feed both `generate` (the transcript) and the emotion model (the first
 `ceil(duration * 50)` frames, the part that covers the utterance).
 """
 
@@ -76,8 +76,19 @@ class WhisperAsr:
         return pad_or_trim(self.whisper.feature_extractor(audio))
 
     def _encode(self, audios: Sequence[np.ndarray]):
+        """Encoder states (n, 1500, dim) of the audios' padded 30 s windows, as CTranslate2 storage.
+
+        On a CPU one window at a time: the encoder's self-attention over 1500 frames holds ~60 MB
+        a window while it runs, and batching windows there gains no speed (docs/benchmarks.md),
+        so a batch of 8 packed windows would cost ~0.45 GB of peak memory for nothing."""
         mels = np.stack([self.features(a) for a in audios]).astype(np.float32)
-        return self.whisper.encode(mels)
+        if self.device != "cpu" or len(mels) == 1:
+            return self.whisper.encode(mels)
+        import ctranslate2
+
+        states = np.concatenate([np.asarray(self.whisper.encode(m[None]), dtype=np.float32)
+                                 for m in mels])
+        return ctranslate2.StorageView.from_array(states)  # keeps `states` alive
 
     @staticmethod
     def frames_for(num_samples: int) -> int:

@@ -121,6 +121,19 @@ def test_trainer_packed_features_equal_what_analyze_pack_slices(talk, recognizer
         assert not np.allclose(t, a, atol=1e-2)  # the neighbours in the window change them
 
 
+def test_cpu_encoder_one_window_at_a_time_equals_one_batch(talk, recognizer):
+    """On a CPU `WhisperAsr` encodes a batch window by window (less peak memory); the states
+    must be CTranslate2's batch encoding of the same windows, in the same order."""
+    asr = recognizer.asr
+    audios = [talk.audio[:16000 * 3], talk.audio[16000 * 5:16000 * 9], talk.audio[:16000]]
+    mels = np.stack([asr.features(a) for a in audios]).astype(np.float32)
+    batch = np.asarray(asr.whisper.encode(mels), dtype=np.float32)
+    windowed = np.asarray(asr._encode(audios), dtype=np.float32)
+    assert windowed.shape == batch.shape == (3, 1500, asr.dim)
+    np.testing.assert_allclose(windowed, batch, atol=1e-4)
+    assert not np.allclose(windowed[0], windowed[1], atol=1e-2)
+
+
 def test_empty_transcript_still_gets_a_label(recognizer):
     from mersa_stream.types import Utterance
 
