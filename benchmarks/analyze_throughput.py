@@ -93,7 +93,8 @@ def main() -> None:
             extra[name] = run()
             best[name] = min(best[name], time.perf_counter() - start)
     print(f"recording: {seconds:.1f} s ({path.name}); device {recognizer.device}, "
-          f"compute {recognizer.asr.whisper.model.compute_type}, batch {config.runtime.batch_size}, "
+          f"compute {recognizer.asr.whisper.model.compute_type}, "
+          f"batch {config.runtime.batch_size}, "
           f"--pack {config.runtime.pack_batch_size} windows, faster-whisper "
           f"{args.baseline_batch_size}, "
           f"best of {args.repeats}")

@@ -105,8 +105,9 @@ def main() -> int:
 
     summaries = {"configured": play(cfg, recognizer, wav, audio, work, args)}
     if args.baseline:
-        summaries["speculate=false"] = play(replace(cfg, listen=replace(cfg.listen, speculate=False)),
-                                            recognizer, wav, audio, work, args)
+        summaries["speculate=false"] = play(
+            replace(cfg, listen=replace(cfg.listen, speculate=False)),
+            recognizer, wav, audio, work, args)
     if args.json:
         args.json.write_text(json.dumps(summaries, indent=2))
     return 0

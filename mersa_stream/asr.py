@@ -54,8 +54,9 @@ class WhisperAsr:
             self.whisper = WhisperModel(str(model.path), device=device, compute_type=compute_type,
                                         cpu_threads=cpu_threads, local_files_only=True)
         except (RuntimeError, ValueError, OSError) as exc:
-            raise ModelError(f"ASR model '{model.spec}': cannot load ({str(exc).splitlines()[0]})") \
-                from None
+            raise ModelError(
+                f"ASR model '{model.spec}': cannot load ({str(exc).splitlines()[0]})"
+            ) from None
         self.model_id = model.spec
         self.config = config
         self.device = device
@@ -111,7 +112,9 @@ class WhisperAsr:
         items = [Utterance("", i, 0.0, len(a) / SAMPLE_RATE, a, 0.0) for i, a in enumerate(audios)]
         windows = list(pack(items, gap_s=gap_s))
         out: list[np.ndarray] = [np.zeros((0, self.dim), np.float32)] * len(audios)
-        for window, states in zip(windows, self._to_numpy(self._encode([w.audio for w in windows]))):
+        for window, states in zip(
+            windows, self._to_numpy(self._encode([w.audio for w in windows]))
+        ):
             for p in window.placements:
                 out[p.utterance.index] = states[p.frames].copy()
         return out
@@ -170,7 +173,8 @@ class WhisperAsr:
             # faster-whisper's definition (length penalty 1): cumulative log-prob / (length + 1)
             length = len(result.sequences_ids[0])
             avg_logprob = result.scores[0] * length / (length + 1)
-            if result.no_speech_prob > cfg.no_speech_threshold and avg_logprob < cfg.log_prob_threshold:
+            if (result.no_speech_prob > cfg.no_speech_threshold
+                    and avg_logprob < cfg.log_prob_threshold):
                 text = ""
             out.append(AsrOutput(Transcript(text, float(avg_logprob), float(result.no_speech_prob)),
                                  state[:self.frames_for(len(audio))].copy()))

@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING
 
 from .errors import ModelError
-from .fusion import FusionConfig, FusionModel
+from .fusion_config import FusionConfig
+
+if TYPE_CHECKING:  # torch is imported when weights are loaded or saved, not to read a header
+    import torch
+
+    from .fusion import FusionModel
 
 FORMAT = "mersa-checkpoint"
 FORMAT_VERSION = 1
@@ -64,6 +66,8 @@ def _spec_dict(spec: EncoderSpec) -> dict:
 
 
 def save_checkpoint(checkpoint: Checkpoint, folder: str | Path, card: str) -> Path:
+    from safetensors.torch import save_file
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in checkpoint.model.state_dict().items()}
@@ -83,7 +87,24 @@ def _refuse_pickle(path: Path) -> None:
                      f"(folder with {WEIGHTS} + {CONFIG}) are loaded, never unpickled")
 
 
-def load_checkpoint(folder: str | Path) -> Checkpoint:
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What a checkpoint's header says (config.json), read without its weights or torch: enough
+    to resolve its encoders and to list it (`mersa models`)."""
+
+    path: Path
+    model_id: str
+    labels: list[str]
+    fusion: FusionConfig
+    text_encoder: EncoderSpec
+    audio_encoder: EncoderSpec
+    metadata: dict
+    has_text_encoder_weights: bool  # text_encoder.safetensors: self-aligned text encoder tensors
+
+
+def read_checkpoint(folder: str | Path) -> CheckpointInfo:
+    """The checkpoint's header, checked as `load_checkpoint` checks it (the same errors), but for
+    the weights themselves: their presence is checked, not their content."""
     folder = Path(folder)
     if folder.is_file():
         if folder.suffix in PICKLE_SUFFIXES or folder.read_bytes()[:1] == b"\x80":
@@ -113,13 +134,37 @@ def load_checkpoint(folder: str | Path) -> Checkpoint:
         fusion = FusionConfig(**config["fusion"])
         text = EncoderSpec(**config["text_encoder"])
         audio = EncoderSpec(**config["audio_encoder"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"{folder / CONFIG}: incomplete or invalid checkpoint config ({exc})") \
+            from None
+    _check_labels(folder, labels, fusion)
+    return CheckpointInfo(path=folder, model_id=str(config.get("model_id", folder.name)),
+                          labels=labels, fusion=fusion, text_encoder=text, audio_encoder=audio,
+                          metadata=config.get("metadata", {}),
+                          has_text_encoder_weights=(folder / TEXT_WEIGHTS).exists())
+
+
+def _check_labels(folder: Path, labels: list[str], fusion: FusionConfig) -> None:
+    if len(labels) != fusion.num_classes or len(set(labels)) != len(labels):
+        raise ModelError(f"{folder}: labels {labels} do not match the model's "
+                         f"{fusion.num_classes} classes")
+
+
+def load_checkpoint(folder: str | Path, info: CheckpointInfo | None = None) -> Checkpoint:
+    """The whole checkpoint, weights included; `info`: its header, when already read."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from .fusion import FusionModel
+
+    info = info or read_checkpoint(folder)
+    folder, labels, fusion = info.path, info.labels, info.fusion
+    try:
         model = FusionModel.build(fusion)
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"{folder / CONFIG}: incomplete or invalid checkpoint config ({exc})") \
             from None
-    if len(labels) != fusion.num_classes or len(set(labels)) != len(labels):
-        raise ModelError(f"{folder}: labels {labels} do not match the model's "
-                         f"{fusion.num_classes} classes")
+    _check_labels(folder, labels, fusion)
     try:
         state = load_file(str(folder / WEIGHTS))
         text_weights = load_file(str(folder / TEXT_WEIGHTS)) if (folder / TEXT_WEIGHTS).exists() \
@@ -132,7 +177,6 @@ def load_checkpoint(folder: str | Path) -> Checkpoint:
         first = str(exc).strip().splitlines()[-1].strip() or "shape mismatch"
         raise ModelError(f"{folder}: weights do not match the config ({first})") from None
     model.eval()
-    return Checkpoint(model=model, labels=labels, text_encoder=text, audio_encoder=audio,
-                      model_id=str(config.get("model_id", folder.name)),
-                      text_encoder_weights=text_weights,
-                      metadata=config.get("metadata", {}), path=folder)
+    return Checkpoint(model=model, labels=labels, text_encoder=info.text_encoder,
+                      audio_encoder=info.audio_encoder, model_id=info.model_id,
+                      text_encoder_weights=text_weights, metadata=info.metadata, path=folder)

@@ -1,24 +1,36 @@
-"""The `mersa` command: analyze, models, config (listen and train live in their own modules)."""
+"""The `mersa` command: analyze, models, config. `listen`/`devices` (listen_cli.py) and the
+trainer's commands (train/cli.py) are attached by `register_commands()`."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import gc
+import inspect
 import json
 import os
 import signal
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence
+from typing import Annotated, Iterator, List, Optional, Sequence
 
 import typer
 from rich.console import Console
 
 from .allocator import cap_mmap_threshold
-from .config import Config, load_config, to_toml
-from .errors import (EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ConfigError,
-                     InputError, MersaError)
+from .config import Config, RuntimeConfig, field_for, load_config, nest, to_toml, with_values
+from .errors import (
+    EXIT_INPUT,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    ConfigError,
+    InputError,
+    MersaError,
+)
 from .sinks import FORMATS
 
 app = typer.Typer(
@@ -28,26 +40,99 @@ app = typer.Typer(
 stdout = Console(soft_wrap=True)
 stderr = Console(stderr=True, soft_wrap=True)
 
-ConfigOption = typer.Option(None, "--config", "-c", help="Config file (default: ./config.toml if present).")
-SetOption = typer.Option([], "--set", help="Override one setting: SECTION.KEY=VALUE (repeatable).")
-CheckpointOption = typer.Option(None, "--checkpoint", help="Emotion model folder (default: models/default).")
-AsrOption = typer.Option(None, "--asr", help="ASR model: a faster-whisper size (tiny.en, small.en), hub id or folder.")
-TextEncoderOption = typer.Option(None, "--text-encoder", help="Where to find the checkpoint's text encoder (hub name or folder).")
-AudioEncoderOption = typer.Option(None, "--audio-encoder", help="Where to find the checkpoint's audio encoder (wav2vec2 folder/hub name, VGGish weights file).")
-DeviceTypeOption = typer.Option(None, "--device-type", help="auto | cpu | cuda.")
+
+# -- configuration flags: declared once, typed and defaulted by the config tree (config.py) -----
 
 
-def build_config(config_path, overrides, checkpoint=None, asr=None, text_encoder=None,
-                 audio_encoder=None, device_type=None, **runtime) -> Config:
-    values: dict = {"models": {}, "runtime": {}}
-    for key, value in (("checkpoint", checkpoint), ("asr", asr), ("text_encoder", text_encoder),
-                       ("audio_encoder", audio_encoder)):
-        if value is not None:
-            values["models"][key] = str(value)
-    if device_type is not None:
-        values["runtime"]["device_type"] = device_type
-    values["runtime"].update({k: v for k, v in runtime.items() if v is not None})
-    return load_config(config_path, overrides, {k: v for k, v in values.items() if v})
+@dataclass(frozen=True)
+class Flag:
+    """A command-line flag that sets one config key. Its type, default and choices are the key's
+    own, so the flag defaults to None ("not given": the config file or the tree decides)."""
+
+    names: tuple[str, ...]  # ("--device", "-d")
+    key: str  # "listen.device"
+    help: str
+    parse_as: type | None = None  # when the flag parses differently from the key (a Path)
+
+    @property
+    def param(self) -> str:
+        return self.names[0].split("/")[0].lstrip("-").replace("-", "_")
+
+    def parameter(self) -> inspect.Parameter:
+        spec, hint = field_for(self.key)
+        choices = spec.metadata.get("choices")
+        default = str(spec.default).lower() if isinstance(spec.default, bool) else spec.default
+        option = typer.Option(*self.names, show_default=str(default) if default != "" else False,
+                              help=self.help + (f" {' | '.join(choices)}." if choices else "")
+                              + f" ({self.key})")
+        return inspect.Parameter(self.param, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                 annotation=Annotated[Optional[self.parse_as or hint], option])
+
+
+# what `analyze`, `listen` and `models` share: which models, where they run
+MODEL_FLAGS = (
+    Flag(("--checkpoint",), "models.checkpoint", "Emotion model folder.", Path),
+    Flag(("--asr",), "models.asr",
+         "ASR model: a faster-whisper size (e.g. small.en), hub id or folder."),
+    Flag(("--text-encoder",), "models.text_encoder",
+         "Where to find the checkpoint's text encoder (hub name or folder)."),
+    Flag(("--audio-encoder",), "models.audio_encoder", "Where to find the checkpoint's audio "
+         "encoder (wav2vec2 folder/hub name, VGGish weights file)."),
+    Flag(("--device-type",), "runtime.device_type", "Where the models run:"),
+)
+PACK_FLAG = Flag(("--pack/--no-pack",), "runtime.pack_windows",
+                 "Pack utterances into shared 30 s Whisper windows.")
+
+# every command that reads the configuration takes these two
+_FILE_PARAMETERS = (
+    inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
+        Optional[Path], typer.Option("--config", "-c",
+                                     help="Config file (default: ./config.toml if present).")]),
+    inspect.Parameter("set_", inspect.Parameter.KEYWORD_ONLY, default=[], annotation=Annotated[
+        List[str], typer.Option("--set",
+                                help="Override one setting: SECTION.KEY=VALUE (repeatable).")]),
+)
+
+
+@dataclass(frozen=True)
+class ConfigFlags:
+    """What a command was told about its configuration: --config, --set, and the `Flag`s given."""
+
+    path: Path | None = None
+    overrides: tuple[str, ...] = ()
+    values: dict[str, object] = field(default_factory=dict)  # config key -> value
+
+    def load(self, batch_size: int | None = None) -> Config:
+        """The config file, then --set, then the flags. `batch_size` (`analyze --batch-size`)
+        counts windows or utterances depending on runtime.pack_windows, which the rest decides."""
+        config = load_config(self.path, self.overrides, nest(self.values))
+        if batch_size is None:
+            return config
+        key = RuntimeConfig.batch_key(config.runtime.pack_windows)
+        return with_values(config, {"runtime": {key: batch_size}}, "--batch-size")
+
+
+def with_config_flags(*flags: Flag):
+    """Give a command --config, --set and `flags`; it receives them as one `flags: ConfigFlags`
+    argument instead of a parameter each (typer reads the rewritten signature)."""
+
+    def decorate(command):
+        signature = inspect.signature(command, eval_str=True)
+        own = [p for p in signature.parameters.values() if p.name != "flags"]
+
+        @functools.wraps(command)
+        def run(**kwargs):
+            given = {flag.key: kwargs.pop(flag.param) for flag in flags}
+            found = ConfigFlags(kwargs.pop("config"), tuple(kwargs.pop("set_")),
+                                {key: str(value) if isinstance(value, Path) else value
+                                 for key, value in given.items() if value is not None})
+            return command(flags=found, **kwargs)
+
+        shared = [*_FILE_PARAMETERS, *(flag.parameter() for flag in flags)]
+        run.__signature__ = signature.replace(parameters=[*own, *shared])
+        return run
+
+    return decorate
 
 
 @contextlib.contextmanager
@@ -189,34 +274,30 @@ def _say(message: str) -> None:
 
 
 @app.command()
+@with_config_flags(*MODEL_FLAGS, PACK_FLAG)
 def analyze(
-    files: List[Path] = typer.Argument(..., readable=False, help="Audio or video files: wav, flac, ogg, mp3, m4a, mp4 ..."),
+    flags: ConfigFlags,
+    files: List[Path] = typer.Argument(
+        ..., readable=False, help="Audio or video files: wav, flac, ogg, mp3, m4a, mp4 ..."),
     fmt: str = typer.Option("table", "--format", "-f", help="table | jsonl | csv | srt."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write results to this file instead of stdout."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Utterances recognised together (runtime.batch_size); with --pack, 30 s windows (runtime.pack_batch_size)."),
-    pack: Optional[bool] = typer.Option(None, "--pack/--no-pack", help="Pack utterances into shared 30 s Whisper windows (runtime.pack_windows)."),
-    resume: bool = typer.Option(False, "--resume", help="With -f jsonl -o FILE: skip the files FILE already holds complete, redo the rest, append (FILE gets a completion record per file)."),
-    config: Optional[Path] = ConfigOption,
-    set_: List[str] = SetOption,
-    checkpoint: Optional[Path] = CheckpointOption,
-    asr: Optional[str] = AsrOption,
-    text_encoder: Optional[str] = TextEncoderOption,
-    audio_encoder: Optional[str] = AudioEncoderOption,
-    device_type: Optional[str] = DeviceTypeOption,
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", help="Write results to this file instead of stdout."),
+    batch_size: Optional[int] = typer.Option(
+        None, "--batch-size", show_default=f"{RuntimeConfig.batch_size}, packed "
+        f"{RuntimeConfig.pack_batch_size}", help="Utterances recognised together "
+        "(runtime.batch_size); with --pack, 30 s windows (runtime.pack_batch_size)."),
+    resume: bool = typer.Option(
+        False, "--resume", help="With -f jsonl -o FILE: skip the files FILE already holds "
+        "complete, redo the rest, append (FILE gets a completion record per file)."),
 ):
     """Find the utterances in FILES and say, for each, its time span, words and emotion."""
-    from .recognizer import Recognizer
+    from .recognizer import RecognizerLoader, resolve_models
 
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r}: not one of {', '.join(FORMATS)}")
     if resume and (fmt != "jsonl" or output is None):
         raise ConfigError("--resume needs --format jsonl and --output FILE")
-    cfg = build_config(config, set_, checkpoint, asr, text_encoder, audio_encoder, device_type,
-                       pack_windows=pack)
-    if batch_size is not None:
-        key = "pack_batch_size" if cfg.runtime.pack_windows else "batch_size"
-        cfg = build_config(config, [*set_, f"runtime.{key}={batch_size}"], checkpoint, asr,
-                           text_encoder, audio_encoder, device_type, pack_windows=pack)
+    cfg = flags.load(batch_size)
     report = RunReport()
     with StopOnSignals() as guard:
         try:
@@ -226,9 +307,9 @@ def analyze(
                      f"already complete" + (f", {state.dropped} result(s) of unfinished files "
                                             "dropped" if state.dropped else "")
                      + (", a cut last line removed" if state.trimmed else ""))
-            with stderr.status("loading models", spinner="dots") if stderr.is_terminal else \
-                    contextlib.nullcontext():
-                recognizer = Recognizer(cfg)
+            # Every model is found now (a missing one stops the run here, before any file), but
+            # loaded only once a file has speech, in the background while it is decoded.
+            recognizer = RecognizerLoader(cfg, resolve_models(cfg))
             _analyze_files(files, fmt, output, cfg, recognizer, guard, report,
                            state.done if state is not None else None)
         except Stopped as stop:
@@ -248,6 +329,7 @@ def _analyze_files(files, fmt, output, cfg, recognizer, guard: StopOnSignals, re
     from .decode import stream_audio
     from .pipeline import recognize_stream
     from .progress import AudioProgress
+    from .recognizer import RecognizerLoader
     from .sinks import make_sink
 
     def emit(call, *args) -> None:
@@ -264,6 +346,8 @@ def _analyze_files(files, fmt, output, cfg, recognizer, guard: StopOnSignals, re
             AudioProgress(stderr) as progress:
         sink = make_sink(fmt, stream, stdout if output is None else Console(file=stream),
                          completion_records=done is not None)
+        if isinstance(recognizer, RecognizerLoader):
+            recognizer.waiting = functools.partial(_loading_models, progress)
         try:
             for path in files:
                 name = str(path)
@@ -276,7 +360,8 @@ def _analyze_files(files, fmt, output, cfg, recognizer, guard: StopOnSignals, re
                     for result in recognize_stream(chunks, name, cfg.segmenter, recognizer,
                                                    cfg.runtime.batch_for(cfg.runtime.pack_windows),
                                                    packed=cfg.runtime.pack_windows,
-                                                   pack_gap_s=cfg.runtime.pack_gap_s):
+                                                   pack_gap_s=cfg.runtime.pack_gap_s,
+                                                   on_speech=getattr(recognizer, "start", None)):
                         emit(sink.write, result)
                         found += 1
                         report.results += 1
@@ -308,33 +393,44 @@ def _analyze_files(files, fmt, output, cfg, recognizer, guard: StopOnSignals, re
             sink.close()
 
 
+@contextlib.contextmanager
+def _loading_models(progress) -> Iterator[None]:
+    """A "loading models" spinner on a terminal while a file waits for them (the progress bar,
+    rich's other live display, is paused meanwhile: one at a time)."""
+    if not stderr.is_terminal:
+        yield
+        return
+    progress.progress.stop()
+    try:
+        with stderr.status("loading models", spinner="dots"):
+            yield
+    finally:
+        progress.progress.start()
+
+
 @app.command()
-def models(
-    config: Optional[Path] = ConfigOption,
-    set_: List[str] = SetOption,
-    checkpoint: Optional[Path] = CheckpointOption,
-    asr: Optional[str] = AsrOption,
-    text_encoder: Optional[str] = TextEncoderOption,
-    audio_encoder: Optional[str] = AudioEncoderOption,
-):
+@with_config_flags(*MODEL_FLAGS)
+def models(flags: ConfigFlags):
     """List the models `analyze` and `listen` would use and where each comes from."""
     from rich.table import Table
 
     from .recognizer import resolve_models
 
-    cfg = build_config(config, set_, checkpoint, asr, text_encoder, audio_encoder)
+    cfg = flags.load()
     inv = resolve_models(cfg)
     ckpt = inv.checkpoint
     text_origin = inv.text_encoder.origin + (" + self-aligned weights from checkpoint"
-                                             if ckpt.text_encoder_weights else "")
+                                             if ckpt.has_text_encoder_weights else "")
     audio = inv.audio_encoder
     rows = [
-        ("emotion", f"{ckpt.model_id} ({ckpt.model.config.architecture}: {', '.join(ckpt.labels)})",
+        ("emotion", f"{ckpt.model_id} ({ckpt.fusion.architecture}: {', '.join(ckpt.labels)})",
          "checkpoint", str(ckpt.path)),
         (inv.asr.role, inv.asr.spec, inv.asr.origin, str(inv.asr.path)),
         (inv.text_encoder.role, inv.text_encoder.spec, text_origin, str(inv.text_encoder.path)),
-        ("audio encoder", f"whisper encoder of {inv.asr.spec}", "shared with ASR", str(inv.asr.path))
-        if audio is None else (audio.role, audio.spec, audio.origin, str(audio.path)),
+        (audio.role, f"{ckpt.audio_encoder.kind}: {audio.spec}", audio.origin, str(audio.path))
+        if audio is not None else
+        ("audio encoder", f"whisper encoder of {inv.asr.spec}", "shared with ASR",
+         str(inv.asr.path)),
     ]
     if not stdout.is_terminal:  # piped: one tab-separated line per model
         for row in rows:
@@ -349,21 +445,32 @@ def models(
 
 
 @app.command("config")
-def show_config(
-    config: Optional[Path] = ConfigOption,
-    set_: List[str] = SetOption,
-):
+@with_config_flags()
+def show_config(flags: ConfigFlags):
     """Print the effective configuration (config.toml + overrides) as TOML."""
-    stdout.print(to_toml(load_config(config, set_)), markup=False, highlight=False)
+    stdout.print(to_toml(flags.load()), markup=False, highlight=False)
 
 
-def _register_optional_commands() -> None:
-    """Commands that live in their own modules register themselves on `app` when imported."""
-    import importlib
+# the commands defined here and in listen_cli.py: running one of them needs no trainer
+RUNTIME_COMMANDS = ("analyze", "models", "config", "devices", "listen")
 
-    for module in ("mersa_stream.listen_cli", "train.cli"):
-        with contextlib.suppress(ModuleNotFoundError):
-            importlib.import_module(module)
+
+def register_commands(args: Sequence[str] | None = None) -> None:
+    """Attach the commands defined in other modules (they import this one, hence not at the top).
+    Nothing is swallowed: a module that fails to import is a bug, and must say so.
+
+    `args` (the command line after `mersa`): when it runs one of `RUNTIME_COMMANDS`, the trainer's
+    commands are left out: importing them imports torch (seconds), which those commands never
+    need, or need only once a file has speech. Anything else (`mersa --help`, a trainer command,
+    a mistyped one) sees them all."""
+    from . import listen_cli
+
+    listen_cli.register(app)
+    if args and args[0] in RUNTIME_COMMANDS:
+        return
+    from train import cli as train_cli  # `train`, `experiments`, `evaluate`
+
+    train_cli.register(app)
 
 
 def _click_exceptions() -> tuple[tuple, tuple]:
@@ -382,8 +489,14 @@ def _click_exceptions() -> tuple[tuple, tuple]:
 
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # torch and CTranslate2 each bring their own OpenMP runtime (two libgomp copies, two thread
+    # teams); spinning idle workers of one slow the other down on a few cores, worst when the
+    # models were loaded in another thread than the one using them (start-up: 10x slower first
+    # transcriptions seen on 2 cores). Idle workers sleep instead; throughput within noise
+    # (docs/benchmarks.md, "Start-up").
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     cap_mmap_threshold()
-    _register_optional_commands()
+    register_commands(sys.argv[1:])
     usage_errors, aborts = _click_exceptions()
     try:
         code = app(standalone_mode=False)
@@ -400,4 +513,8 @@ def main() -> None:
         code = EXIT_INTERRUPTED
     except BrokenPipeError:
         code = EXIT_OK
+    # Done: what is left is the interpreter's teardown, whose last garbage collection walks
+    # torch's object graph (~0.5 s on 2 cores). Frozen objects are left to the exit instead
+    # (every output is already closed; atexit handlers and flushing still happen).
+    gc.freeze()
     sys.exit(code if isinstance(code, int) else EXIT_OK)

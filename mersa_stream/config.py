@@ -7,12 +7,14 @@ Each field may carry `metadata` with `range=(lo, hi)` or `choices=(...)`; loadin
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import tomllib
+
 from .errors import ConfigError
+from .fusion_config import ARCHITECTURES, FusionConfig
 
 DEFAULT_CONFIG_FILE = "config.toml"
 
@@ -67,9 +69,14 @@ class RuntimeConfig:
     pack_gap_s: float = _opt(0.2, range=(0.0, 5.0))
     text_max_tokens: int = _opt(64, range=(8, 512))
 
+    @staticmethod
+    def batch_key(packed: bool) -> str:
+        """The key of what one recognition batch holds in `analyze` (and what `--batch-size`
+        sets): 30 s windows when packed, else utterances."""
+        return "pack_batch_size" if packed else "batch_size"
+
     def batch_for(self, packed: bool) -> int:
-        """What one recognition batch holds in `analyze`: windows when packed, else utterances."""
-        return self.pack_batch_size if packed else self.batch_size
+        return getattr(self, self.batch_key(packed))
 
 
 @dataclass(frozen=True)
@@ -82,6 +89,107 @@ class ListenConfig:
     speculate: bool = True
 
 
+# -- the trainer's sections (train/): `mersa train` and `mersa experiments` take their flags here --
+
+# The fusion model's own hyper-parameters: [train] offers them, FusionConfig (fusion_config.py)
+# holds their defaults and is built from them (TrainConfig.fusion), so they are defined once.
+FUSION_HYPER_PARAMETERS = ("hidden", "heads", "dropout", "attention_dropout")
+_FUSION_FIELDS = {f.name: f for f in dataclasses.fields(FusionConfig)}
+# the validation metrics (train/metrics.py computes them; train.select picks one)
+METRICS = ("accuracy", "weighted_f1", "macro_f1", "balanced_accuracy")
+
+
+def _fusion_opt(name: str, *, range):
+    return _opt(_FUSION_FIELDS[name].default, range=range)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Fusion training (train/fusion_train.py): the lab's recipe by default."""
+
+    architecture: str = _opt("mersa-xattn", choices=ARCHITECTURES)
+    hidden: int = _fusion_opt("hidden", range=(1, 4096))
+    heads: int = _fusion_opt("heads", range=(1, 64))
+    dropout: float = _fusion_opt("dropout", range=(0.0, 1.0))
+    attention_dropout: float = _fusion_opt("attention_dropout", range=(0.0, 1.0))
+    lr: float = _opt(1e-4, range=(0.0, 1.0))
+    weight_decay: float = _opt(0.0, range=(0.0, 1.0))
+    step_size: int = _opt(30, range=(1, 100_000))  # StepLR
+    gamma: float = _opt(0.1, range=(0.0, 1.0))
+    epochs: int = _opt(200, range=(1, 100_000))
+    patience: int = _opt(20, range=(1, 100_000))
+    min_epochs: int = _opt(5, range=(0, 100_000))
+    batch_size: int = _opt(32, range=(1, 4096))  # 1 = the paper's unpadded batches
+    text_dropout: float = _opt(0.15, range=(0.0, 1.0))
+    audio_dropout: float = _opt(0.15, range=(0.0, 1.0))
+    class_weights: str = _opt("none", choices=("none", "balanced"))
+    select: str = _opt("accuracy", choices=METRICS)  # validation metric for early stopping
+    max_audio_frames: int = _opt(1500, range=(1, 1_000_000))
+    extra_per_epoch: int = _opt(0, range=(0, 1_000_000_000))  # --text-data drawn (0 = all)
+    pair_text: float = _opt(0.0, range=(0.0, 1.0))  # audio examples given same-label words
+    # share of text-only extra examples given the voice of a neutral training clip (the words
+    # decide when the voice is calm: see fusion_train.pair_with_neutral_voice)
+    pair_neutral: float = _opt(0.0, range=(0.0, 1.0))
+    aux_weight: float = _opt(0.5, range=(0.0, 100.0))  # mersa-gated: one-modality heads' losses
+    balance_corpora: bool = True  # each epoch, resample smaller corpora up to the largest
+    seed: int = _opt(0, range=(0, 2**31 - 1))
+    threads: int = _opt(0, range=(0, 256))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def fusion(self, text_dim: int, audio_dim: int, num_classes: int,
+               audio_layers: int = 1) -> FusionConfig:
+        """The model these settings train."""
+        return FusionConfig(self.architecture, text_dim, audio_dim, num_classes,
+                            audio_layers=audio_layers,
+                            **{name: getattr(self, name) for name in FUSION_HYPER_PARAMETERS})
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    """Self-align (train/self_align.py, `mersa train --self-align`): SapBERT's recipe."""
+
+    epochs: int = _opt(2, range=(1, 10_000))
+    per_class: int = _opt(8, range=(1, 4096))  # batch = per_class x classes
+    lr: float = _opt(2e-5, range=(0.0, 1.0))
+    weight_decay: float = _opt(0.01, range=(0.0, 1.0))
+    top_layers: int = _opt(2, range=(0, 1000))  # 0 = the whole encoder
+    alpha: float = _opt(2.0, range=(0.0, 1000.0))  # MultiSimilarityLoss
+    beta: float = _opt(50.0, range=(0.0, 1000.0))
+    base: float = _opt(0.5, range=(-1.0, 1.0))
+    miner: str = _opt("multisimilarity", choices=("multisimilarity", "triplet"))
+    miner_epsilon: float = _opt(0.1, range=(0.0, 10.0))
+    ce_weight: float = _opt(0.0, range=(0.0, 100.0))  # auxiliary cross-entropy head (0 = none)
+    tsne_points: int = _opt(800, range=(0, 100_000))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class ExperimentsConfig:
+    """The grid of `mersa experiments` (train/experiments.py); lists are comma-separated."""
+
+    architectures: str = "server,3m-ser,mersa,mersa-xattn"
+    audio_encoders: str = "whisper"
+    seeds: str = "0"
+    all_folds: bool = False  # speaker split: every fold (else fold 0)
+    wav2vec2: str = ""  # the wav2vec2 kind's model; empty = the registry's default
+    vggish: str = ""  # the VGGish kind's weights file
+
+    @staticmethod
+    def items(text: str) -> tuple[str, ...]:
+        return tuple(x.strip() for x in text.split(",") if x.strip())
+
+    def seed_list(self) -> tuple[int, ...]:
+        try:
+            return tuple(int(s) for s in self.items(self.seeds))
+        except ValueError:
+            raise ConfigError(f"experiments.seeds {self.seeds!r}: comma-separated integers") \
+                from None
+
+
 @dataclass(frozen=True)
 class Config:
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
@@ -89,6 +197,9 @@ class Config:
     asr: AsrConfig = field(default_factory=AsrConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     listen: ListenConfig = field(default_factory=ListenConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    align: AlignConfig = field(default_factory=AlignConfig)
+    experiments: ExperimentsConfig = field(default_factory=ExperimentsConfig)
 
 
 def _check_value(where: str, f: dataclasses.Field, value, hint):
@@ -96,7 +207,8 @@ def _check_value(where: str, f: dataclasses.Field, value, hint):
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, expected) or (expected in (int, float) and isinstance(value, bool)):
-        raise ConfigError(f"{where}: expected {expected.__name__}, got {type(value).__name__} {value!r}")
+        raise ConfigError(f"{where}: expected {expected.__name__}, "
+                          f"got {type(value).__name__} {value!r}")
     if "range" in f.metadata:
         lo, hi = f.metadata["range"]
         if not lo <= value <= hi:
@@ -141,13 +253,28 @@ def _parse_override(text: str) -> dict:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw
+    return nest({key.strip(): value})
+
+
+def nest(flat: typing.Mapping[str, object]) -> dict:
+    """{"models.asr": "small.en"} -> {"models": {"asr": "small.en"}} (the shape TOML loads)."""
     node: dict = {}
-    cursor = node
-    parts = key.strip().split(".")
-    for part in parts[:-1]:
-        cursor = cursor.setdefault(part, {})
-    cursor[parts[-1]] = value
+    for key, value in flat.items():
+        cursor = node
+        parts = key.split(".")
+        for part in parts[:-1]:
+            cursor = cursor.setdefault(part, {})
+        cursor[parts[-1]] = value
     return node
+
+
+def field_for(key: str) -> tuple[dataclasses.Field, type]:
+    """The field behind a dotted key ("models.asr") and its type: what a command-line flag
+    setting that key takes its type, default and choices from."""
+    section, name = key.split(".")
+    cls = typing.get_type_hints(Config)[section]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    return fields[name], typing.get_type_hints(cls)[name]
 
 
 def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] = (),
@@ -177,13 +304,17 @@ def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] 
     if values:
         extra = _merge(extra, values)
     if extra:
-        merged = _merge(dataclasses.asdict(config), extra)
-        config = _build(Config, merged, f"{origin} + command line")
+        config = with_values(config, extra, f"{origin} + command line")
     return config
 
 
+def with_values(config: Config, values: dict, origin: str) -> Config:
+    """`config` with the nested `values` applied, every key checked as when loading."""
+    return _build(Config, _merge(dataclasses.asdict(config), values), origin)
+
+
 def to_toml(config: Config) -> str:
-    """Render a config as TOML (used by `mersa config --show`)."""
+    """Render a config as TOML (what `mersa config` prints)."""
     lines = []
     for section, values in dataclasses.asdict(config).items():
         lines.append(f"[{section}]")

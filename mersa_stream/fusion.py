@@ -11,37 +11,23 @@ and a masked position never changes anything.
                  the two sequences concatenated along time -> self-attention -> first position.
 - MersaModel     MERSA: as 3M-SER (the self-aligned text encoder is the difference), and with
                  `cross_attention=True` the paper's eq. 3-4: each modality's self-attention plus
-                 CrossAtt(Q=text, K=V=audio) and CrossAtt(Q=audio, K=V=text), concatenated along time.
+                 CrossAtt(Q=text, K=V=audio) and CrossAtt(Q=audio, K=V=text), concatenated along
+                 time.
 The first position read out is a learned [CLS] token put in front of the concatenated sequence:
 unlike the text's own first token it exists when the transcript is empty.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
-
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-ARCHITECTURES = ("server", "3m-ser", "mersa", "mersa-xattn")
-
-
-@dataclass(frozen=True)
-class FusionConfig:
-    architecture: str
-    text_dim: int
-    audio_dim: int
-    num_classes: int
-    hidden: int = 128
-    heads: int = 8
-    dropout: float = 0.5
-    attention_dropout: float = 0.1
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from .fusion_config import ARCHITECTURES, FusionConfig  # noqa: F401 - defined apart, torch-free
 
 
 class AttentionBlock(nn.Module):
@@ -67,6 +53,26 @@ class AttentionBlock(nn.Module):
                                 need_weights=False)
         x = query + self.drop(attended)
         return x + self.drop(self.ff(self.norm_ff(x)))
+
+
+class LayerMix(nn.Module):
+    """SUPERB's learned weighted sum of an encoder's layers, each normalised first (their scales
+    differ by an order of magnitude). With one layer it is the identity and has no weights, so
+    checkpoints of one-layer features keep their state dict."""
+
+    def __init__(self, layers: int, width: int):
+        super().__init__()
+        if width % layers:
+            raise ValueError(f"audio_dim {width} is not a multiple of audio_layers {layers}")
+        self.layers, self.dim = layers, width // layers
+        if layers > 1:
+            self.weights = nn.Parameter(torch.zeros(layers))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.layers == 1:
+            return x
+        x = F.layer_norm(x.view(*x.shape[:-1], self.layers, self.dim), (self.dim,))
+        return (x * torch.softmax(self.weights, 0)[:, None]).sum(-2)
 
 
 class Projection(nn.Sequential):
@@ -95,7 +101,8 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class FusionModel(nn.Module):
-    """Base: holds the config; subclasses implement `forward(text, text_mask, audio, audio_mask)`."""
+    """Base: holds the config; subclasses implement
+    `forward(text, text_mask, audio, audio_mask)`."""
 
     def __init__(self, config: FusionConfig):
         super().__init__()
@@ -104,29 +111,32 @@ class FusionModel(nn.Module):
     @staticmethod
     def build(config: FusionConfig) -> "FusionModel":
         classes = {"server": ServerModel, "3m-ser": ThreeMSerModel, "mersa": MersaModel,
-                   "mersa-xattn": MersaModel}
+                   "mersa-xattn": MersaModel, "mersa-gated": GatedMersaModel}
         if config.architecture not in classes:
             raise ValueError(f"unknown architecture {config.architecture!r} "
                              f"(one of {', '.join(ARCHITECTURES)})")
         return classes[config.architecture](config)
 
     def predict_proba(self, text, text_mask, audio, audio_mask) -> torch.Tensor:
+        """Calibrated class probabilities (logits / temperature, softmax)."""
         with torch.inference_mode():
-            return torch.softmax(self(text, text_mask, audio, audio_mask).float(), dim=-1)
+            logits = self(text, text_mask, audio, audio_mask).float()
+            return torch.softmax(logits / self.config.temperature, dim=-1)
 
 
 class ServerModel(FusionModel):
     def __init__(self, config: FusionConfig):
         super().__init__(config)
         self.text_proj = nn.Linear(config.text_dim, config.hidden)
-        self.audio_proj = nn.Linear(config.audio_dim, config.hidden)
+        self.audio_mix = LayerMix(config.audio_layers, config.audio_dim)
+        self.audio_proj = nn.Linear(self.audio_mix.dim, config.hidden)
         self.classifier = nn.Sequential(
             nn.Linear(2 * config.hidden, 64), nn.ReLU(), nn.Dropout(config.dropout),
             nn.Linear(64, config.num_classes))
 
     def forward(self, text, text_mask, audio, audio_mask):
         t = self.text_proj(masked_mean(text, text_mask))
-        a = (audio * audio_mask.unsqueeze(-1).to(audio.dtype)).sum(1)
+        a = (self.audio_mix(audio) * audio_mask.unsqueeze(-1).to(audio.dtype)).sum(1)
         a = self.audio_proj(a)
         return self.classifier(torch.cat([t, a], dim=-1))
 
@@ -137,7 +147,8 @@ class _SequenceFusion(FusionModel):
     def __init__(self, config: FusionConfig):
         super().__init__(config)
         h = config.hidden
-        self.audio_proj = Projection(config.audio_dim, h)
+        self.audio_mix = LayerMix(config.audio_layers, config.audio_dim)
+        self.audio_proj = Projection(self.audio_mix.dim, h)
         self.cls = nn.Parameter(torch.zeros(1, 1, h))
         nn.init.normal_(self.cls, std=0.02)
         self.fusion = AttentionBlock(h, config.heads, config.attention_dropout)
@@ -168,7 +179,7 @@ class ThreeMSerModel(_SequenceFusion):
         attended, _ = self.text_attention(text, text, text, key_padding_mask=~key_mask,
                                           need_weights=False)
         t = self.text_proj(attended)
-        a = self.audio_proj(audio)
+        a = self.audio_proj(self.audio_mix(audio))
         seq = torch.cat([t, a], dim=1)
         mask = torch.cat([text_mask, audio_mask], dim=1)
         seq = self.joint(seq, seq, mask)
@@ -188,13 +199,64 @@ class MersaModel(_SequenceFusion):
             self.audio_to_text = AttentionBlock(h, heads, drop)  # Q=audio, K=V=text (eq. 4)
 
     def forward(self, text, text_mask, audio, audio_mask):
+        return self._fused(*self._encode(text, text_mask, audio, audio_mask))
+
+    def _encode(self, text, text_mask, audio, audio_mask):
         t = self.text_proj(text)
-        a = self.audio_proj(audio)
-        t_self = self.text_self(t, t, text_mask)
-        a_self = self.audio_self(a, a, audio_mask)
+        a = self.audio_proj(self.audio_mix(audio))
+        return self.text_self(t, t, text_mask), text_mask, self.audio_self(a, a, audio_mask), \
+            audio_mask
+
+    def _fused(self, t_self, text_mask, a_self, audio_mask):
         streams, masks = [t_self, a_self], [text_mask, audio_mask]
         if self.cross_attention:
             streams += [self.text_to_audio(t_self, a_self, audio_mask),
                         self.audio_to_text(a_self, t_self, text_mask)]
             masks += [text_mask, audio_mask]
         return self._read_out(streams, masks)
+
+
+def masked_std(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    mean = masked_mean(x, mask)
+    return masked_mean((x - mean.unsqueeze(1)) ** 2, mask).clamp(min=1e-6).sqrt()
+
+
+BRANCHES = ("text", "audio", "fused")
+
+
+class GatedMersaModel(MersaModel):
+    """MERSA + cross-attention, plus a text-only head, an audio-only head and a per-utterance
+    gate that mixes the three heads' probabilities: where the voice says nothing the model can
+    learn to follow the words (and the reverse). A missing modality's head gets no weight.
+    `forward` returns log-probabilities (valid logits); `branch_logits` gives every head for the
+    trainer's auxiliary losses."""
+
+    def __init__(self, config: FusionConfig):
+        super().__init__(replace(config, architecture="mersa-xattn"))
+        self.config = config
+        h, c = config.hidden, config.num_classes
+        self.text_head = nn.Sequential(nn.LayerNorm(h), nn.Dropout(config.dropout), nn.Linear(h, c))
+        # mean and std over the frames: the audio read-out a linear probe finds best
+        self.audio_head = nn.Sequential(nn.LayerNorm(2 * h), nn.Dropout(config.dropout),
+                                        nn.Linear(2 * h, c))
+        self.gate = nn.Sequential(nn.LayerNorm(3 * h + 2), nn.Linear(3 * h + 2, h), nn.GELU(),
+                                  nn.Linear(h, len(BRANCHES)))
+
+    def branch_logits(self, text, text_mask, audio, audio_mask) -> dict[str, torch.Tensor]:
+        t_self, _, a_self, _ = self._encode(text, text_mask, audio, audio_mask)
+        t_pool = masked_mean(t_self, text_mask)
+        a_pool = torch.cat([masked_mean(a_self, audio_mask), masked_std(a_self, audio_mask)], -1)
+        has_text, has_audio = text_mask.any(1), audio_mask.any(1)
+        out = {"text": self.text_head(t_pool), "audio": self.audio_head(a_pool),
+               "fused": self._fused(t_self, text_mask, a_self, audio_mask)}
+        gate_in = torch.cat([t_pool, a_pool, has_text[:, None].float(),
+                             has_audio[:, None].float()], -1)
+        present = torch.stack([has_text, has_audio, torch.ones_like(has_text)], -1)
+        gate = self.gate(gate_in).masked_fill(~present, -torch.inf).log_softmax(-1)
+        log_probs = torch.stack([out[b].log_softmax(-1) for b in BRANCHES], 1)
+        out["final"] = torch.logsumexp(gate.unsqueeze(-1) + log_probs, dim=1)
+        out["gate"] = gate.exp()
+        return out
+
+    def forward(self, text, text_mask, audio, audio_mask):
+        return self.branch_logits(text, text_mask, audio, audio_mask)["final"]

@@ -1,4 +1,4 @@
-"""The `mersa listen` daemon: source -> Segmenter(live) -> bounded queue -> recognizer thread -> sinks.
+"""The `mersa listen` daemon: source -> live Segmenter -> bounded queue -> recognizer -> sinks.
 
 The main thread reads the source and runs the segmenter (cheap, never waits on recognition); a
 worker thread recognises closed utterances one at a time. Between them sits a queue of at most
@@ -16,8 +16,10 @@ Per utterance:
   endpoint   end of speech -> segmenter closes the utterance (hangover + block size)
   queue      closed -> recognition starts
   recognize  recognition (ASR incl. its encoder, text encoder, fusion; recognizer timings)
-  emit       recognition done -> written to every sink
+  emit       recognition done -> handed to the sinks
   total      end of speech -> emitted (the sum)
+All five come from one `Latency` per utterance; the record (`LiveResult.to_record`) and the
+`--stats` percentiles carry the same figures.
 
 Speculation (`listen.speculate`). The segmenter announces an utterance tentatively once `tail_ms`
 of silence follow it (its audio is final then); when the worker is idle it recognises that
@@ -30,6 +32,7 @@ speculative hit, `queue` is 0 and `recognize` is only what was left of it at the
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -42,7 +45,7 @@ import numpy as np
 from .config import Config
 from .errors import DeviceError
 from .segmenter import Segmenter
-from .sinks import JsonlSink
+from .sinks import Sink
 from .sources import Chunk, Source
 from .types import SAMPLE_RATE, EmotionResult, Utterance
 
@@ -53,12 +56,91 @@ class RecognizerLike(Protocol):
     def recognize(self, utterances: list[Utterance]) -> list[EmotionResult]: ...
 
 
+@dataclass(frozen=True)
+class Closed:
+    """Queue item: an utterance the segmenter closed, and when its speech ended (wall clock)."""
+
+    utterance: Utterance
+    speech_ended_at: float
+
+
+@dataclass(frozen=True)
+class Tentative:
+    """Queue item: an utterance announced at `tail_ms` of silence, recognised ahead of its close."""
+
+    utterance: Utterance
+
+
+@dataclass(frozen=True)
+class Speculation:
+    """A tentative utterance's recognition, kept (worker thread) until the close it anticipates."""
+
+    key: tuple
+    results: list[EmotionResult]
+    begun: float
+    done: float
+
+
+@dataclass(frozen=True)
+class Latency:
+    """The wall-clock moments of one live utterance; every stage figure is derived here."""
+
+    speech_ended_at: float
+    detected_at: float
+    begun: float
+    done: float
+    emitted_at: float
+
+    @classmethod
+    def now(cls, speech_ended_at: float, utterance: Utterance, begun: float,
+            done: float) -> Latency:
+        """Emitted now: `begun`/`done` bracket the recognition."""
+        detected = utterance.detected_at or begun
+        # a speculative result may have started (or finished) before the utterance was closed
+        begun = max(begun, detected)
+        return cls(speech_ended_at, detected, begun, max(done, begun), time.time())
+
+    @property
+    def total(self) -> float:
+        return self.emitted_at - self.speech_ended_at
+
+    def stages(self) -> dict[str, float]:
+        """Seconds per stage, in `STAGES` order (see the module docstring)."""
+        return {"total": self.total,
+                "endpoint": self.detected_at - self.speech_ended_at,
+                "queue": self.begun - self.detected_at,
+                "recognize": self.done - self.begun,
+                "emit": self.emitted_at - self.done}
+
+
+@dataclass(frozen=True, kw_only=True)
+class LiveResult(EmotionResult):
+    """What `listen` emits: a result, and when its speech ended, was closed, recognised and
+    emitted. Any `Sink` takes it; its record carries the timing as well."""
+
+    latency: Latency
+
+    @classmethod
+    def of(cls, result: EmotionResult, latency: Latency) -> LiveResult:
+        values = {f.name: getattr(result, f.name) for f in dataclasses.fields(result) if f.init}
+        return cls(**{**values, "emitted_at": latency.emitted_at}, latency=latency)
+
+    def to_record(self) -> dict:
+        record = super().to_record()
+        record["speech_ended_at"] = round(self.latency.speech_ended_at, 4)
+        record["detected_at"] = round(self.latency.detected_at, 4)
+        record["emitted_at"] = round(self.latency.emitted_at, 4)
+        record["latency"] = {k: round(v, 4) for k, v in self.latency.stages().items()}
+        return record
+
+
 class Observer:
     """Told what happens, from either thread (the live view; anything else that wants to know)."""
 
     def state(self, state: str) -> None: ...  # listening|speech|recognising|stopping|stopped
-    def result(self, result: EmotionResult, record: dict) -> None: ...
+    def result(self, result: LiveResult) -> None: ...
     def dropped(self, utterance: Utterance, total: int) -> None: ...
+    def ready(self, seconds: float) -> None: ...  # the models are loaded (`seconds` after start)
 
 
 def percentile(values: Iterable[float], q: float) -> float:
@@ -87,8 +169,8 @@ class ListenStats:
 
     def summary(self) -> dict:
         out = {k: v for k, v in self.__dict__.items() if k not in ("latencies",)}
-        out["latency"] = {name: {"p50": round(percentile(v, 50), 4), "p95": round(percentile(v, 95), 4),
-                                 "n": len(v)}
+        out["latency"] = {name: {"p50": round(percentile(v, 50), 4),
+                                 "p95": round(percentile(v, 95), 4), "n": len(v)}
                           for name, v in self.latencies.items()}
         return out
 
@@ -104,21 +186,23 @@ class UtteranceQueue:
 
     def __init__(self, size: int, policy: str, on_drop: Callable[[Utterance], None]):
         self.size, self.policy, self.on_drop = size, policy, on_drop
-        self._items: deque = deque()
-        self._spare = None
-        self._claimed = None
+        self._items: deque[Closed] = deque()
+        self._spare: Tentative | None = None
+        self._claimed: Closed | None = None
         self._cond = threading.Condition()
         self._closed = False
         self.high_water = 0
 
-    def put(self, item, block: bool = False) -> None:
+    def put(self, item: Closed, block: bool = False, keep: bool = False) -> None:
+        """`keep`: queue it beyond `size` instead of applying the policy (while the models load,
+        nothing is behind yet: what is said then waits for them)."""
         with self._cond:
             policy = "block" if block else self.policy
-            while len(self._items) >= self.size:
+            while len(self._items) >= self.size and not keep:
                 if policy == "drop-oldest":
-                    self.on_drop(self._items.popleft()[0])
+                    self.on_drop(self._items.popleft().utterance)
                 elif policy == "drop-newest":
-                    self.on_drop(item[0])
+                    self.on_drop(item.utterance)
                     return
                 else:
                     self._cond.wait(0.1)
@@ -127,19 +211,19 @@ class UtteranceQueue:
             self.high_water = max(self.high_water, len(self._items))
             self._cond.notify_all()
 
-    def offer(self, item) -> None:
+    def offer(self, item: Tentative) -> None:
         """A speculative item: kept only while nothing else waits; a newer offer replaces it."""
         with self._cond:
             if not self._items and self._claimed is None and not self._closed:
                 self._spare = item
                 self._cond.notify_all()
 
-    def put_claimed(self, item) -> None:
+    def put_claimed(self, item: Closed) -> None:
         with self._cond:
             self._claimed, self._spare = item, None
             self._cond.notify_all()
 
-    def get(self):
+    def get(self) -> Closed | Tentative | None:
         """The next item, or None once closed and empty."""
         with self._cond:
             while not self._items and self._spare is None and self._claimed is None \
@@ -159,9 +243,6 @@ class UtteranceQueue:
             self._closed = True
             self._cond.notify_all()
 
-    def __len__(self) -> int:
-        return len(self._items)
-
 
 class Timeline:
     """Source position (samples) -> wall-clock time at which that audio became available."""
@@ -177,13 +258,10 @@ class Timeline:
 
     def wall(self, seconds: float) -> float:
         sample = seconds * SAMPLE_RATE
-        for end, at in self._chunks:  # recent utterance ends sit near the back; fine for 4k items
-            if end >= sample:
-                break
-        else:
-            if not self._chunks:
-                return time.time()
-            end, at = self._chunks[-1]
+        if not self._chunks:
+            return time.time()
+        # the first chunk reaching `sample`, else the last; a linear scan is fine for 4k items
+        end, at = next(((end, at) for end, at in self._chunks if end >= sample), self._chunks[-1])
         if math.isfinite(self.speed):
             at -= (end - sample) / SAMPLE_RATE / self.speed
         return at
@@ -198,7 +276,7 @@ class Listener:
     """
 
     def __init__(self, config: Config, recognizer: RecognizerLike, source: Source,
-                 sinks: Iterable[JsonlSink] = (), observers: Iterable[Observer] = (),
+                 sinks: Iterable[Sink] = (), observers: Iterable[Observer] = (),
                  max_utterances: int | None = None, max_duration: float | None = None):
         self.config = config
         self.recognizer = recognizer
@@ -215,11 +293,17 @@ class Listener:
         self.policy = policy
         self.queue = UtteranceQueue(config.listen.queue_size, policy, self._dropped)
         self.timeline = Timeline(source.speed)
+        speculate = self._speculate if config.listen.speculate else None
         self.segmenter = Segmenter(config.segmenter, source=source.name, live=True,
-                                   on_tentative=self._speculate if config.listen.speculate else None)
-        self._speculated: tuple | None = None  # (key, results, begun, done); worker thread only
+                                   on_tentative=speculate)
+        self._speculated: Speculation | None = None  # worker thread only
         self._ahead_key: tuple | None = None  # key of the speculative recognition begun last
         self.error: BaseException | None = None
+        # Models loading (a recognizer with `get()`, recognizer.RecognizerLoader): capture and
+        # segmentation run meanwhile; the worker waits for them, and what is said is kept.
+        self.loading = threading.Event()
+        if getattr(recognizer, "get", None) is not None and not getattr(recognizer, "ready", True):
+            self.loading.set()
 
     # -- control
     def stop(self) -> None:
@@ -278,6 +362,7 @@ class Listener:
                 self._notify("state", "stopped")
                 self.source.close()
                 for sink in self.sinks:
+                    sink.end_source(self.source.name, self.stats.processed)
                     sink.close()
                 self.stats.audio_seconds = round(self.timeline.position / SAMPLE_RATE, 3)
                 self.stats.wall_seconds = round(time.time() - started, 3)
@@ -296,33 +381,43 @@ class Listener:
             claimed = self._ahead_key == speculation_key(utterance)
             if claimed:
                 self._ahead_key = None
+        item = Closed(utterance, speech_end)
         if claimed:
-            self.queue.put_claimed((utterance, speech_end, False))
+            self.queue.put_claimed(item)
         else:
-            # at shutdown nothing is dropped: the queue may wait, whatever the policy
-            self.queue.put((utterance, speech_end, False), block=final)
+            # at shutdown nothing is dropped: the queue may wait, whatever the policy; while the
+            # models load, a paced source's utterances wait beyond the queue's size
+            self.queue.put(item, block=final,
+                           keep=self.loading.is_set() and self.policy != "block")
 
     def _speculate(self, utterance: Utterance) -> None:
         if not self._limit_reached.is_set() and not self.stop_requested.is_set():
-            self.queue.offer((utterance, None, True))
+            self.queue.offer(Tentative(utterance))
 
     # -- recognition thread
     def _work(self) -> None:
         try:
+            if self.loading.is_set():
+                begun = time.perf_counter()
+                self.recognizer.get()
+                self.loading.clear()
+                seconds = getattr(self.recognizer, "load_seconds", None)
+                self._notify("ready", seconds if seconds is not None else
+                             time.perf_counter() - begun)
             while (item := self.queue.get()) is not None:
-                utterance, speech_end, speculative = item
-                if speculative:
-                    self._recognize_ahead(utterance)
+                if isinstance(item, Tentative):
+                    self._recognize_ahead(item.utterance)
                     continue
                 if self._limit_reached.is_set():
                     with self._lock:
                         self.stats.skipped += 1
                     continue
                 self._notify("state", "recognising")
+                utterance = item.utterance
                 ahead, self._speculated = self._speculated, None
-                if ahead is not None and ahead[0] == speculation_key(utterance):
-                    _, results, begun, done = ahead
-                    results = [replace(r, utterance=utterance) for r in results]
+                if ahead is not None and ahead.key == speculation_key(utterance):
+                    results = [replace(r, utterance=utterance) for r in ahead.results]
+                    begun, done = ahead.begun, ahead.done
                     with self._lock:
                         self.stats.speculation_hits += 1
                 else:
@@ -330,7 +425,8 @@ class Listener:
                     results = self.recognizer.recognize([utterance])
                     done = time.time()
                 for result in results:
-                    self._emit(result, speech_end, begun, done)
+                    self._emit(LiveResult.of(result, Latency.now(item.speech_ended_at,
+                                                                 result.utterance, begun, done)))
                 self._notify("state", "speech" if self.segmenter.in_speech else "listening")
         except BaseException as exc:  # noqa: BLE001 - re-raised from run() in the main thread
             self.error = exc
@@ -347,38 +443,22 @@ class Listener:
             self._ahead_key = key
         begun = time.time()
         results = self.recognizer.recognize([utterance])
-        self._speculated = (key, results, begun, time.time())
+        self._speculated = Speculation(key, results, begun, time.time())
         with self._lock:
             self.stats.speculated += 1
 
-    def _emit(self, result: EmotionResult, speech_end: float, begun: float, done: float) -> None:
-        detected = result.utterance.detected_at or begun
-        # a speculative result may have started (or finished) before the utterance was closed
-        begun = max(begun, detected)
-        done = max(done, begun)
-        emitted = time.time()
-        result = replace(result, emitted_at=emitted)
-        latency = {"total": emitted - speech_end, "endpoint": detected - speech_end,
-                   "queue": begun - detected, "recognize": done - begun, "emit": emitted - done}
-        record = result.to_record()
-        record["speech_ended_at"] = round(speech_end, 4)
-        record["detected_at"] = round(detected, 4)
-        record["emitted_at"] = round(emitted, 4)
-        record["latency"] = {k: round(v, 4) for k, v in latency.items()}
+    def _emit(self, result: LiveResult) -> None:
         for sink in self.sinks:
-            sink.write_record(record)
-        # the emit stage ends when every sink has the record
-        latency["emit"] = time.time() - done
-        latency["total"] = latency["emit"] + done - speech_end
+            sink.write(result)
         with self._lock:
             self.stats.processed += 1
             self.stats.emitted_indices.append(result.utterance.index)
-            for name, value in latency.items():
+            for name, value in result.latency.stages().items():
                 self.stats.add(name, value)
             for name, value in result.timings.items():
                 self.stats.add(name, value)
             limit = self.max_utterances is not None and self.stats.processed >= self.max_utterances
-        self._notify("result", result, record)
+        self._notify("result", result)
         if limit:
             self._limit_reached.set()
             self.stop()
@@ -409,6 +489,6 @@ def format_stats(stats: ListenStats) -> list[str]:
         for name in order:
             values = s.latencies.get(name)
             if values:
-                lines.append(f"{name:<14}{percentile(values, 50):>8.3f}{percentile(values, 95):>8.3f}"
-                             f"{len(values):>6}")
+                lines.append(f"{name:<14}{percentile(values, 50):>8.3f}"
+                             f"{percentile(values, 95):>8.3f}{len(values):>6}")
     return lines

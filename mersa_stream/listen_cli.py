@@ -1,4 +1,4 @@
-"""`mersa listen` and `mersa devices` (registered on the main `app` when this module is imported)."""
+"""`mersa listen` and `mersa devices`; `register(app)` attaches them to the `mersa` command."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console, Group
@@ -18,11 +18,10 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from .cli import (AsrOption, AudioEncoderOption, CheckpointOption, ConfigOption, DeviceTypeOption,
-                  SetOption, TextEncoderOption, app, build_config, stderr, stdout)
+from .cli import MODEL_FLAGS, ConfigFlags, Flag, stderr, stdout, with_config_flags
 from .errors import ConfigError, DeviceError
-from .listen import Listener, Observer, format_stats
-from .sinks import JsonlSink
+from .listen import Listener, LiveResult, Observer, format_stats
+from .sinks import JsonlSink, Sink
 
 STATE_STYLE = {"listening": "green", "speech": "bold yellow", "recognising": "cyan",
                "stopping": "magenta", "stopped": "dim", "loading": "dim"}
@@ -35,6 +34,7 @@ class LiveView(Observer):
         self.source_name = source_name
         self.rows: deque = deque(maxlen=history)
         self.current = "loading"
+        self.loading = True  # until ready(): the state line says the models are loading
         self.dropped_total = 0
         self.emitted = 0
         self._lock = threading.Lock()
@@ -42,11 +42,15 @@ class LiveView(Observer):
     def state(self, state: str) -> None:
         self.current = state
 
-    def result(self, result, record) -> None:
+    def ready(self, seconds: float) -> None:
+        self.loading = False
+
+    def result(self, result: LiveResult) -> None:
+        spoken = time.localtime(result.latency.speech_ended_at)
         with self._lock:
             self.emitted += 1
-            self.rows.append((time.strftime("%H:%M:%S", time.localtime(record["speech_ended_at"])),
-                              result, record["latency"]["total"]))
+            self.rows.append((time.strftime("%H:%M:%S", spoken), result,
+                              result.latency.total))
 
     def dropped(self, utterance, total) -> None:
         self.dropped_total = total
@@ -57,6 +61,8 @@ class LiveView(Observer):
         status = Text.assemble(("● ", STATE_STYLE.get(self.current, "")),
                                (self.current, STATE_STYLE.get(self.current, "")),
                                f"   {self.source_name}   {self.emitted} utterances")
+        if self.loading:
+            status.append("   loading models (what is said now waits for them)", style="dim")
         if self.dropped_total:
             status.append(f"   {self.dropped_total} dropped (recognition behind)", style="red")
         table = Table(expand=True, box=None, pad_edge=False)
@@ -83,6 +89,17 @@ class StderrReporter(Observer):
                      markup=False, highlight=False)
 
 
+class ReadyReporter(Observer):
+    """Without the live view: "mersa: listening on ..." on stderr once the models are loaded
+    (capture and segmentation began before: what was said meanwhile is recognised then)."""
+
+    def __init__(self, line: str):
+        self.line = line
+
+    def ready(self, seconds: float) -> None:
+        stderr.print(self.line, markup=False, highlight=False)
+
+
 @contextlib.contextmanager
 def native_stderr_silenced():
     """Send C-level writes to fd 2 (PortAudio/ALSA complaining when a device goes away) to
@@ -93,8 +110,8 @@ def native_stderr_silenced():
         yield
         return
     old = sys.stderr
-    replacement = os.fdopen(saved, "w", buffering=1, encoding=getattr(old, "encoding", None) or "utf-8",
-                            errors="backslashreplace")
+    replacement = os.fdopen(saved, "w", buffering=1, errors="backslashreplace",
+                            encoding=getattr(old, "encoding", None) or "utf-8")
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
     os.close(devnull)
@@ -132,7 +149,6 @@ def stop_on_signals(listener: Listener):
             signal.signal(s, h)
 
 
-@app.command()
 def devices():
     """List the audio input devices `listen --device` can use (index, name, channels, rate)."""
     from .sources import list_input_devices
@@ -154,29 +170,36 @@ def devices():
     stdout.print(table)
 
 
-@app.command()
+DEVICE_FLAG = Flag(("--device", "-d"), "listen.device",
+                   "Input device: index or name (see `mersa devices`); default: the system's.")
+
+
+@with_config_flags(*MODEL_FLAGS, DEVICE_FLAG)
 def listen(
-    device: Optional[str] = typer.Option(None, "--device", "-d", help="Input device: index or name (see `mersa devices`; listen.device)."),
-    input_: Optional[Path] = typer.Option(None, "--input", "-i", help="Read this file through the live path instead of a microphone."),
-    realtime: bool = typer.Option(False, "--realtime", help="With --input: pace the file in real time."),
-    speed: Optional[float] = typer.Option(None, "--speed", help="With --input: pace at N times real time."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Append JSON lines to this file (each flushed when written)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No live view: JSON lines on stdout, nothing else but errors."),
-    stats: bool = typer.Option(False, "--stats", help="At exit, print counts and p50/p95 latencies to stderr."),
-    max_duration: Optional[float] = typer.Option(None, "--max-duration", help="Stop after this many seconds of audio."),
-    max_utterances: Optional[int] = typer.Option(None, "--max-utterances", help="Stop after emitting this many utterances."),
-    config: Optional[Path] = ConfigOption,
-    set_: List[str] = SetOption,
-    checkpoint: Optional[Path] = CheckpointOption,
-    asr: Optional[str] = AsrOption,
-    text_encoder: Optional[str] = TextEncoderOption,
-    audio_encoder: Optional[str] = AudioEncoderOption,
-    device_type: Optional[str] = DeviceTypeOption,
+    flags: ConfigFlags,
+    input_: Optional[Path] = typer.Option(
+        None, "--input", "-i",
+        help="Read this file through the live path instead of a microphone."),
+    realtime: bool = typer.Option(
+        False, "--realtime", help="With --input: pace the file in real time."),
+    speed: Optional[float] = typer.Option(
+        None, "--speed", help="With --input: pace at N times real time."),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", help="Append JSON lines to this file (each flushed when written)."),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q",
+        help="No live view: JSON lines on stdout, nothing else but errors."),
+    stats: bool = typer.Option(
+        False, "--stats", help="At exit, print counts and p50/p95 latencies to stderr."),
+    max_duration: Optional[float] = typer.Option(
+        None, "--max-duration", help="Stop after this many seconds of audio."),
+    max_utterances: Optional[int] = typer.Option(
+        None, "--max-utterances", help="Stop after emitting this many utterances."),
 ):
     """Listen to a microphone (or a file) and emit each utterance's words and emotion as it ends."""
     from .sources import FileSource, MicrophoneSource
 
-    cfg = build_config(config, set_, checkpoint, asr, text_encoder, audio_encoder, device_type)
+    cfg = flags.load()
     if input_ is None and (realtime or speed is not None):
         raise ConfigError("--realtime and --speed need --input FILE")
     if realtime and speed is not None:
@@ -194,8 +217,7 @@ def listen(
             source = FileSource(input_, speed=1.0 if realtime else speed, chunk_ms=chunk_ms)
         else:
             # open the device first: a missing or busy device fails at once, before model loading
-            source = MicrophoneSource(device if device is not None else cfg.listen.device or None,
-                                      chunk_ms=chunk_ms)
+            source = MicrophoneSource(cfg.listen.device or None, chunk_ms=chunk_ms)
             source.start()
         try:
             _run(cfg, source, output, quiet, stats, max_duration, max_utterances)
@@ -204,17 +226,15 @@ def listen(
 
 
 def _run(cfg, source, output, quiet, show_stats, max_duration, max_utterances):
-    from .recognizer import Recognizer
+    from .recognizer import RecognizerLoader, resolve_models
 
     live_view = sys.stdout.isatty() and not quiet
-    console = Console(stderr=True)
-    if live_view:
-        with console.status("loading models", spinner="dots"):
-            recognizer = Recognizer(cfg)
-    else:
-        recognizer = Recognizer(cfg)
+    # every model found now (a missing one stops here); loaded in the background while the
+    # source is already captured and segmented (what is said meanwhile waits for them)
+    recognizer = RecognizerLoader(cfg, resolve_models(cfg))
+    recognizer.start()
 
-    sinks = []
+    sinks: list[Sink] = []
     if not live_view:
         sinks.append(JsonlSink(sys.stdout))
     if output is not None:
@@ -232,8 +252,13 @@ def _run(cfg, source, output, quiet, show_stats, max_duration, max_utterances):
     listener = Listener(cfg, recognizer, source, sinks, observers, max_utterances=max_utterances,
                         max_duration=max_duration)
     if not quiet and not live_view:
-        stderr.print(f"mersa: listening on {source.name} (overflow: {listener.policy}); "
-                     "Ctrl-C to stop", markup=False, highlight=False)
+        # said when the models are loaded: capture has begun already, nothing said is lost
+        ready = ReadyReporter(f"mersa: listening on {source.name} (overflow: "
+                              f"{listener.policy}); Ctrl-C to stop")
+        if listener.loading.is_set():
+            listener.observers.append(ready)
+        else:
+            ready.ready(0.0)
     result = None
     try:
         with stop_on_signals(listener):
@@ -246,3 +271,8 @@ def _run(cfg, source, output, quiet, show_stats, max_duration, max_utterances):
         if show_stats:
             for line in format_stats(result or listener.stats):
                 stderr.print(line, markup=False, highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(devices)
+    app.command()(listen)

@@ -1,51 +1,51 @@
 """Utterances -> EmotionResults: ASR (whose encoder pass gives the Whisper audio features),
-text encoder, fusion model. Built once from the config and the checkpoint it names."""
+text encoder, fusion model. Built once from the config and the checkpoint it names.
+
+Start-up: `resolve_models` finds every model and reads the checkpoint's header without loading a
+weight or importing torch (what `mersa models` shows, and what `analyze`/`listen` check before they
+start); `Recognizer` loads them, the ASR model beside the rest (two threads); `RecognizerLoader`
+builds the Recognizer in the background, once it is first needed."""
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 import zlib
 from collections import Counter
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, ContextManager, Sequence
 
 import numpy as np
-import torch
 
 from .asr import WhisperAsr, pick_compute_type, pick_device
-from .checkpoint import Checkpoint, load_checkpoint
+from .checkpoint import CheckpointInfo, load_checkpoint, read_checkpoint
 from .config import Config
-from .encoders.text import TextEncoder
+from .encoders.registry import AUDIO_KINDS, resolve_audio
 from .errors import ModelError
-from .fusion import pad_sequences
-from .resolve import ResolvedModel, resolve_asr, resolve_file, resolve_transformers
 from .packing import Window, assign_segments
+from .resolve import ResolvedModel, resolve_asr, resolve_transformers
 from .types import EmotionResult, Transcript, Utterance
 
 
 @dataclass(frozen=True)
 class ModelInventory:
-    checkpoint: Checkpoint
+    checkpoint: CheckpointInfo  # the header only: the weights are loaded by the Recognizer
     asr: ResolvedModel
     text_encoder: ResolvedModel
-    audio_encoder: ResolvedModel | None  # None: the ASR model's own Whisper encoder
+    audio_encoder: ResolvedModel | None  # None: the ASR pass's own encoder states
 
 
 def resolve_models(config: Config) -> ModelInventory:
-    checkpoint = load_checkpoint(config.models.checkpoint)
+    checkpoint = read_checkpoint(config.models.checkpoint)
     asr = resolve_asr(config.models.asr)
     text = resolve_transformers(config.models.text_encoder or checkpoint.text_encoder.spec,
                                 "text encoder", "--text-encoder")
-    kind = checkpoint.audio_encoder.kind
-    audio_spec = config.models.audio_encoder or checkpoint.audio_encoder.spec
-    if kind == "whisper":
-        audio = None
-    elif kind == "wav2vec2":
-        audio = resolve_transformers(audio_spec, "audio encoder", "--audio-encoder")
-    elif kind == "vggish":
-        audio = resolve_file(audio_spec, "audio encoder", "--audio-encoder")
-    else:
-        raise ModelError(f"{checkpoint.path}: unknown audio encoder kind '{kind}'")
+    name = checkpoint.audio_encoder.kind
+    if name not in AUDIO_KINDS:
+        raise ModelError(f"{checkpoint.path}: unknown audio encoder kind '{name}'")
+    audio = None if AUDIO_KINDS[name].in_asr_pass else resolve_audio(
+        name, config.models.audio_encoder or checkpoint.audio_encoder.spec)
     return ModelInventory(checkpoint, asr, text, audio)
 
 
@@ -58,17 +58,38 @@ def is_repetitive(text: str, threshold: float = 2.4) -> bool:
 class Recognizer:
     def __init__(self, config: Config, inventory: ModelInventory | None = None):
         runtime = config.runtime
-        if runtime.cpu_threads:
-            torch.set_num_threads(runtime.cpu_threads)
         self.inventory = inventory or resolve_models(config)
-        self.checkpoint = ckpt = self.inventory.checkpoint
         self.device = pick_device(runtime.device_type)
-        self.asr = WhisperAsr(self.inventory.asr, config.asr, device=self.device,
-                              compute_type=pick_compute_type(self.device, runtime.compute_type),
-                              cpu_threads=runtime.cpu_threads)
-        self.text_encoder = TextEncoder(self.inventory.text_encoder.path, runtime.text_max_tokens,
-                                        device=self.device, state_dict=ckpt.text_encoder_weights)
-        self.audio_encoder = self._audio_encoder()
+        # The ASR model (CTranslate2, no torch) loads in a second thread while this one imports
+        # torch and loads the rest; both are needed before anything is recognised. Errors come
+        # in the order of loading one after the other: checkpoint, ASR, text and audio encoder.
+        asr = _Background(lambda: WhisperAsr(
+            self.inventory.asr, config.asr, device=self.device,
+            compute_type=pick_compute_type(self.device, runtime.compute_type),
+            cpu_threads=runtime.cpu_threads), name="mersa-load-asr")
+        try:
+            # torch.fx.experimental.symbolic_shapes: what the fusion model's first attention
+            # call imports (torch._check_with: sympy, ~1 s), imported here, beside the ASR
+            # model's loading, instead of on the first utterance
+            import torch
+            import torch.fx.experimental.symbolic_shapes  # noqa: F401
+
+            from .encoders.text import TextEncoder
+
+            if runtime.cpu_threads:
+                torch.set_num_threads(runtime.cpu_threads)
+            self.checkpoint = ckpt = load_checkpoint(self.inventory.checkpoint.path,
+                                                     self.inventory.checkpoint)
+        except BaseException:
+            asr.wait()
+            raise
+        try:
+            self.text_encoder = TextEncoder(self.inventory.text_encoder.path,
+                                            runtime.text_max_tokens, device=self.device,
+                                            state_dict=ckpt.text_encoder_weights, backend="auto")
+            self.audio_encoder = self._audio_encoder()
+        finally:
+            self.asr = asr.result()
         audio_dim = self.audio_encoder.dim if self.audio_encoder else self.asr.dim
         for role, have, want in (("text encoder", self.text_encoder.dim, ckpt.text_encoder.dim),
                                  ("audio encoder", audio_dim, ckpt.audio_encoder.dim)):
@@ -81,16 +102,8 @@ class Recognizer:
         self.model_id = ckpt.model_id
 
     def _audio_encoder(self):
-        resolved, kind = self.inventory.audio_encoder, self.checkpoint.audio_encoder.kind
-        if resolved is None:
-            return None
-        if kind == "wav2vec2":
-            from .encoders.wav2vec2 import Wav2Vec2Encoder
-
-            return Wav2Vec2Encoder(resolved.path, device=self.device)
-        from .encoders.vggish import VGGishEncoder
-
-        return VGGishEncoder(resolved.path, device=self.device)
+        kind = AUDIO_KINDS[self.checkpoint.audio_encoder.kind]
+        return None if kind.in_asr_pass else kind.build(self.inventory.audio_encoder, self.device)
 
     def recognize(self, utterances: Sequence[Utterance]) -> list[EmotionResult]:
         """One batch, each utterance in its own Whisper window (listen, and analyze --no-pack)."""
@@ -120,13 +133,21 @@ class Recognizer:
             transcripts[i], frames[i] = out.transcript, out.encoder_states
         return self._classify(utterances, transcripts, frames, time.perf_counter() - start)
 
+    def audio_features(self, utterances: Sequence[Utterance], whisper_frames: Sequence[np.ndarray]
+                       ) -> list[np.ndarray]:
+        """The emotion model's audio input: the ASR pass's states (kind "whisper", which depend
+        on the window an utterance was decoded in), else the audio encoder on each utterance's
+        own audio (the same whether it was recognized alone, batched or packed)."""
+        if self.audio_encoder is None:
+            return list(whisper_frames)
+        return self.audio_encoder.encode([u.audio for u in utterances])
+
     def _classify(self, utterances, transcripts, whisper_frames, asr_time) -> list[EmotionResult]:
+        from .fusion import pad_sequences
+
         clock = time.perf_counter
         t1 = clock()
-        if self.audio_encoder is None:
-            audio_frames = whisper_frames
-        else:
-            audio_frames = self.audio_encoder.encode([u.audio for u in utterances])
+        audio_frames = self.audio_features(utterances, whisper_frames)
         t2 = clock()
         text_states, text_mask = self.text_encoder.encode([t.text for t in transcripts])
         t3 = clock()
@@ -145,3 +166,84 @@ class Recognizer:
             utterance=utterance, transcript=transcript, label=self.labels[best],
             probabilities={label: float(p) for label, p in zip(self.labels, probs)},
             model_id=self.model_id, timings=dict(timings))
+
+
+class _Background:
+    """`make()` run in a daemon thread; `result()` waits for it, and raises what it raised."""
+
+    def __init__(self, make: Callable[[], object], name: str):
+        self._make = make
+        self._value = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._value = self._make()
+        except BaseException as exc:  # noqa: BLE001 - handed to the thread that waits
+            self._error = exc
+
+    @property
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def wait(self) -> None:
+        """Wait for it, whatever its outcome (another error is on its way)."""
+        self._thread.join()
+
+    def result(self):
+        self._thread.join()
+        if self._error is not None:
+            raise self._error  # again at every call: a failed load stays failed
+        return self._value
+
+
+class RecognizerLoader:
+    """A Recognizer built in the background from `start()` on (or at the first `get()`), so that
+    decoding, segmentation or capture go on while the models load, and a run that never needs
+    them (no speech) never loads them. It recognises like the Recognizer it stands for.
+
+    `waiting`: a context entered while `get()` has to wait (a "loading models" spinner)."""
+
+    def __init__(self, config: Config, inventory: ModelInventory | None = None,
+                 waiting: Callable[[], ContextManager] = contextlib.nullcontext,
+                 build: Callable[[Config, ModelInventory | None], object] = Recognizer):
+        self.config, self.inventory, self.waiting, self.build = config, inventory, waiting, build
+        self._job: _Background | None = None
+        self._recognizer = None
+        self._lock = threading.Lock()
+        self.load_seconds: float | None = None  # start() -> loaded
+
+    @property
+    def started(self) -> bool:
+        return self._job is not None
+
+    @property
+    def ready(self) -> bool:
+        return self._recognizer is not None
+
+    def start(self) -> None:
+        with self._lock:
+            if self._job is None:
+                begun = time.perf_counter()
+
+                def make():
+                    recognizer = self.build(self.config, self.inventory)
+                    self.load_seconds = time.perf_counter() - begun
+                    return recognizer
+
+                self._job = _Background(make, name="mersa-load-models")
+
+    def get(self):
+        if self._recognizer is None:
+            self.start()
+            with self.waiting() if not self._job.done else contextlib.nullcontext():
+                self._recognizer = self._job.result()
+        return self._recognizer
+
+    def recognize(self, utterances: Sequence[Utterance]) -> list[EmotionResult]:
+        return self.get().recognize(utterances) if utterances else []
+
+    def recognize_windows(self, windows: Sequence[Window]) -> list[EmotionResult]:
+        return self.get().recognize_windows(windows) if windows else []

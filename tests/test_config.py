@@ -1,4 +1,7 @@
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -63,3 +66,44 @@ def test_bad_override_and_missing_file(tmp_path):
         load_config(None, ["segmenter"])
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "missing.toml")
+
+
+def test_batch_size_flag_sets_what_one_batch_holds():
+    """`analyze --batch-size` counts utterances, or 30 s windows when packing, however packing
+    was asked for (flag, --set, config file)."""
+    from mersa_stream.cli import ConfigFlags
+
+    defaults = Config().runtime
+    plain = ConfigFlags().load(batch_size=5).runtime
+    assert (plain.batch_size, plain.pack_batch_size) == (5, defaults.pack_batch_size)
+    for packing in (ConfigFlags(values={"runtime.pack_windows": True}),
+                    ConfigFlags(overrides=("runtime.pack_windows=true",))):
+        packed = packing.load(batch_size=5).runtime
+        assert (packed.batch_size, packed.pack_batch_size) == (defaults.batch_size, 5)
+    with pytest.raises(ConfigError, match="--batch-size: runtime.pack_batch_size: 100 is out of"):
+        ConfigFlags(values={"runtime.pack_windows": True}).load(batch_size=100)
+
+
+def mersa_help(*command: str) -> str:
+    proc = subprocess.run([sys.executable, "-m", "mersa_stream", *command, "--help"],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "COLUMNS": "200"})
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_every_command_is_registered():
+    listed = mersa_help()
+    for command in ("analyze", "models", "config", "devices", "listen", "train", "experiments",
+                    "evaluate"):
+        assert re.search(rf"^\W*{command}\s", listed, re.M), command
+
+
+@pytest.mark.parametrize("command", ["analyze", "listen", "models"])
+def test_model_flags_are_shared_and_default_from_the_config_tree(command):
+    text = mersa_help(command)
+    for flag in ("--config", "--set", "--checkpoint", "--asr", "--text-encoder",
+                 "--audio-encoder", "--device-type"):
+        assert re.search(rf"{flag}\b", text), flag
+    assert f"default: ({Config().models.asr})" in text
+    assert "(models.asr)" in text

@@ -61,7 +61,8 @@ def test_cross_attention_variant_has_both_directions():
     plain, cross = build("mersa"), build("mersa-xattn")
     names = {n.split(".")[0] for n, _ in cross.named_parameters()}
     assert {"text_to_audio", "audio_to_text"} <= names
-    assert not {"text_to_audio", "audio_to_text"} & {n.split(".")[0] for n, _ in plain.named_parameters()}
+    assert not ({"text_to_audio", "audio_to_text"}
+                & {n.split(".")[0] for n, _ in plain.named_parameters()})
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert count(cross) > count(plain)
 
@@ -84,3 +85,33 @@ def test_training_step_lowers_loss():
 def test_unknown_architecture():
     with pytest.raises(ValueError, match="unknown architecture"):
         FusionModel.build(FusionConfig("transformer-xl", 4, 4, 2))
+
+
+def test_gated_model_gives_a_missing_modality_no_weight():
+    model = build("mersa-gated")
+    text, tm, audio, am = batch(text_lengths=(5, 3, 0), audio_lengths=(7, 0, 4))
+    out = model.branch_logits(text, tm, audio, am)
+    gate = out["gate"]  # columns: text, audio, fused
+    assert torch.allclose(gate.sum(-1), torch.ones(3), atol=1e-6)
+    assert gate[1, 1] == 0 and gate[2, 0] == 0  # no audio / no text
+    assert gate[0].min() > 0
+    # the output is the gate's mixture of the three heads' probabilities
+    mix = sum(gate[:, i:i + 1] * out[b].softmax(-1)
+              for i, b in enumerate(("text", "audio", "fused")))
+    assert torch.allclose(model(text, tm, audio, am).exp(), mix, atol=1e-5)
+
+
+def test_layer_mix_learns_one_weight_per_layer_and_reads_layers_apart():
+    torch.manual_seed(0)
+    config = FusionConfig(architecture="mersa-xattn", text_dim=24, audio_dim=3 * 20,
+                          num_classes=4, hidden=16, heads=4, audio_layers=3)
+    model = FusionModel.build(config).eval()
+    assert model.audio_mix.weights.shape == (3,)
+    layers = torch.randn(2, 5, 3, 20)
+    with torch.no_grad():
+        model.audio_mix.weights.copy_(torch.tensor([0.0, 30.0, 0.0]))  # ~all weight on layer 1
+    mixed = model.audio_mix(layers.reshape(2, 5, 60))
+    expected = torch.nn.functional.layer_norm(layers[:, :, 1], (20,))
+    assert torch.allclose(mixed, expected, atol=1e-4)
+    # one layer: no weights at all, so one-layer checkpoints keep their state dict
+    assert not any("audio_mix" in k for k in build("mersa-xattn").state_dict())

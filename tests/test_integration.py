@@ -140,7 +140,10 @@ def test_empty_transcript_still_gets_a_label(recognizer):
     rng = np.random.default_rng(0)
     noise = (rng.normal(0, 0.001, 16000)).astype(np.float32)
     (result,) = recognizer.recognize([Utterance("n", 0, 0.0, 1.0, noise, 0.0)])
-    assert result.transcript.text == "" or isinstance(result.transcript.text, str)
+    # Whisper finds no speech in -60 dB noise (no_speech_prob ~0.9, threshold 0.6): no words,
+    # so the text branch is a missing modality and the audio alone must still give a label
+    assert result.transcript.text == ""
+    assert result.label in LABELS and set(result.probabilities) == set(LABELS)
     assert sum(result.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
 
 

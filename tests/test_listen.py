@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from helpers import conversation, have_espeak, small_checkpoint, words, write_wav
-from vmic import fresh_vmic, vmic  # noqa: F401  (fixtures)
+
+pytest_plugins = ["vmic"]  # the `vmic` and `fresh_vmic` fixtures
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not have_espeak(), reason="needs espeak-ng to make speech")]
@@ -181,11 +182,12 @@ def six(data):
     ("block", [0, 1, 2, 3, 4, 5], []),
 ])
 def test_slow_recognizer_overflow_policy(data, recognizer, six, policy, emitted, dropped):
+    import io
+
     from mersa_stream.config import load_config
     from mersa_stream.listen import Listener
     from mersa_stream.sinks import JsonlSink
     from mersa_stream.sources import FileSource
-    import io
 
     cfg = load_config(None, [f"listen.overflow={policy}", "listen.queue_size=2"],
                       {"models": {"checkpoint": str(data["checkpoint"])}})
@@ -201,6 +203,10 @@ def test_slow_recognizer_overflow_policy(data, recognizer, six, policy, emitted,
     assert sorted(stats.dropped_indices) == dropped and stats.dropped == len(dropped)
     assert slow.calls == len(emitted)
     assert stats.max_queue <= 2
+    # one latency per utterance: the records carry the very figures --stats summarises
+    for stage in ("total", "endpoint", "queue", "recognize", "emit"):
+        assert [r["latency"][stage] for r in records] == \
+            pytest.approx(stats.latencies[stage], abs=1e-4)
     if policy == "block":
         # the reader waited for recognition: 6 slow calls take longer than the paced audio
         assert stats.wall_seconds >= 6 * 1.0
@@ -228,8 +234,8 @@ def test_speculative_recognition_gives_the_same_results_once(data, recognizer):
 
     from mersa_stream.config import load_config
     from mersa_stream.listen import Listener
-    from mersa_stream.sources import FileSource
     from mersa_stream.sinks import JsonlSink
+    from mersa_stream.sources import FileSource
 
     runs = {}
     for speculate in (True, False):
@@ -237,7 +243,8 @@ def test_speculative_recognition_gives_the_same_results_once(data, recognizer):
                           {"models": {"checkpoint": str(data["checkpoint"])}})
         counting = SlowRecognizer(recognizer, delay=0.0)
         stream = io.StringIO()
-        stats = Listener(cfg, counting, FileSource(data["wav"], speed=1.0), [JsonlSink(stream)]).run()
+        source = FileSource(data["wav"], speed=1.0)
+        stats = Listener(cfg, counting, source, [JsonlSink(stream)]).run()
         runs[speculate] = (stats, counting.calls, read_jsonl(stream.getvalue()))
     (spec, spec_calls, spec_records), (plain, plain_calls, plain_records) = runs[True], runs[False]
     assert spec.speculation_hits >= 1
@@ -299,4 +306,5 @@ def test_device_lost_mid_run_exits_5_and_keeps_results(data, fresh_vmic):
     # the first utterance, and the one cut short by the loss, both made it out
     assert len(got) == 2, got
     assert words(got[0]["text"]) == words(data["reference"][0]["text"])
-    assert got[1]["end"] - got[1]["start"] < data["reference"][1]["end"] - data["reference"][1]["start"]
+    cut, whole = got[1], data["reference"][1]
+    assert cut["end"] - cut["start"] < whole["end"] - whole["start"]

@@ -73,7 +73,8 @@ def permission_mode() -> tuple[str | None, object]:
     if os.geteuid() != 0:
         return "user", None
     probe = subprocess.run([sys.executable, "-c", "import ctypes, sys; libc = ctypes.CDLL(None); "
-                            "sys.exit(libc.prctl(24, 1, 0, 0, 0) != 0 or libc.prctl(24, 2, 0, 0, 0) != 0)"])
+                            "sys.exit(libc.prctl(24, 1, 0, 0, 0) != 0 "
+                            "or libc.prctl(24, 2, 0, 0, 0) != 0)"])
     if probe.returncode != 0:
         return None, "running as root and cannot drop CAP_DAC_OVERRIDE: chmod 000 does not deny"
     return "root-without-dac", _drop_file_read_override

@@ -9,9 +9,24 @@ import numpy as np
 import pytest
 
 from mersa_stream.errors import ConfigError, InputError
-from train.data import (LABELS_4, LABELS_6_IEMOCAP, detect_dataset, labels_for, load_dataset,
-                        load_iemocap, load_manifest, load_meld, load_ravdess, make_split,
-                        random_split, speaker_folds, speaker_split)
+from train.data import (
+    LABELS_4,
+    LABELS_6_IEMOCAP,
+    class_counts,
+    detect_dataset,
+    labels_for,
+    load_corpora,
+    load_dataset,
+    load_emodb,
+    load_iemocap,
+    load_manifest,
+    load_meld,
+    load_ravdess,
+    make_split,
+    random_split,
+    speaker_folds,
+    speaker_split,
+)
 
 
 def touch_wav(path: Path, seconds: float = 0.1) -> Path:
@@ -70,7 +85,8 @@ def make_iemocap(root: Path, sessions=(1, 2)) -> Path:
             (sess / "dialog" / "transcriptions").mkdir(parents=True, exist_ok=True)
             (sess / "dialog" / "EmoEvaluation" / f"{dialog}.txt").write_text(
                 "% header line\n\n" + "\n".join(evals) + "\nC-E1:\tNeutral;\t()\n")
-            (sess / "dialog" / "transcriptions" / f"{dialog}.txt").write_text("\n".join(trans) + "\n")
+            (sess / "dialog" / "transcriptions" / f"{dialog}.txt").write_text(
+                "\n".join(trans) + "\n")
     return root
 
 
@@ -195,7 +211,8 @@ def test_detect_and_errors(tmp_path):
 def test_random_split_is_81_9_10_and_deterministic(tmp_path):
     records = load_ravdess(make_ravdess(tmp_path / "r", actors=range(1, 8)))  # 224 clips
     a, b, c = random_split(records, 0), random_split(records, 0), random_split(records, 1)
-    assert {k: [r.id for r in v] for k, v in a.items()} == {k: [r.id for r in v] for k, v in b.items()}
+    ids_of = lambda parts: {k: [r.id for r in v] for k, v in parts.items()}  # noqa: E731
+    assert ids_of(a) == ids_of(b)
     assert [r.id for r in a["test"]] != [r.id for r in c["test"]]
     n = len(records)
     assert len(a["test"]) == round(0.1 * n)
@@ -234,3 +251,142 @@ def test_iemocap_leave_one_session_out(tmp_path):
         make_split("meld", records, "speaker")
     with pytest.raises(ConfigError, match="no official split"):
         make_split("iemocap", records, "official")
+
+
+# ------------------------------------------------------------------------------ EmoDB
+
+SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+EMODB_TEXTS = {"a01": "Der Lappen liegt auf dem Eisschrank.",
+               "a02": "Das will sie am Mittwoch abgeben.",
+               "b01": "Heute abend könnte ich es ihm sagen."}
+EMODB_LETTERS = {"W": "anger", "L": "boredom", "E": "disgust", "A": "fear", "F": "happiness",
+                 "T": "sadness", "N": "neutral"}
+
+
+def make_emodb(root: Path, speakers=("03", "08", "09"), metadata: bool = True) -> Path:
+    """EmoDB's layout: wav/SSTTTEV.flac (2 s tones here), every emotion for each text."""
+    import soundfile as sf
+
+    (root / "wav").mkdir(parents=True, exist_ok=True)
+    tone = (0.1 * np.sin(2 * np.pi * 220 * np.arange(3200) / 16000)).astype(np.float32)
+    rows = []
+    for speaker in speakers:
+        for text_id, text in EMODB_TEXTS.items():
+            for letter, emotion in EMODB_LETTERS.items():
+                name = f"{speaker}{text_id}{letter}a.flac"
+                sf.write(str(root / "wav" / name), tone, 16000, format="FLAC", subtype="PCM_16")
+                rows.append([f"wav/{name}", speaker, emotion, text_id, text, 0.2])
+    (root / "wav" / "notes.txt").write_text("not a clip\n")
+    if metadata:
+        with open(root / "metadata.csv", "w", encoding="utf-8", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["path", "speaker", "emotion", "text_id", "text", "duration_s"])
+            w.writerows(rows)
+    return root
+
+
+def test_emodb_from_metadata_and_from_names(tmp_path):
+    meta = load_emodb(make_emodb(tmp_path / "a"))
+    plain = load_emodb(make_emodb(tmp_path / "b", metadata=False))
+    for records in (meta, plain):
+        # boredom, disgust and fear dropped: 4 of 7 emotions per speaker and text
+        assert len(records) == 3 * 3 * 4
+        assert class_counts(records) == {"anger": 9, "happy": 9, "neutral": 9, "sad": 9}
+        assert {r.speaker for r in records} == {"emodb03", "emodb08", "emodb09"}
+        assert all(r.session == r.speaker and r.dataset == "emodb" for r in records)
+        assert all(Path(r.audio).is_file() for r in records)
+        by_id = {r.id: r for r in records}
+        # W(ut) anger, F(reude) happy, T(rauer) sad, N neutral
+        assert [by_id[f"emodb/08a02{e}a"].label for e in "WFTN"] == LABELS_4[3:] + LABELS_4[1:3] + \
+            LABELS_4[:1]
+    assert {r.text for r in meta} == set(EMODB_TEXTS.values())  # German, UTF-8 umlauts intact
+    assert {r.text for r in plain} == {""}  # the sentence is not in the file name
+    assert sorted(r.id for r in meta) == sorted(r.id for r in plain)
+
+
+def test_emodb_detect_dispatch_and_errors(tmp_path):
+    assert detect_dataset(make_emodb(tmp_path / "a")) == "emodb"
+    assert detect_dataset(make_emodb(tmp_path / "b", metadata=False)) == "emodb"
+    # RAVDESS also has a metadata.csv: still RAVDESS, with its speakers named as before
+    ravdess = make_ravdess(tmp_path / "r", actors=[1, 2], metadata=True)
+    assert detect_dataset(ravdess) == "ravdess"
+    assert {r.speaker for r in load_dataset("auto", ravdess)} == {"actor01", "actor02"}
+    assert len(load_dataset("emodb", tmp_path / "a")) == 36
+    assert len(load_dataset("auto", tmp_path / "b")) == 36
+    with pytest.raises(ConfigError, match="IEMOCAP only"):
+        load_emodb(tmp_path / "a", classes="6")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="not an EmoDB folder"):
+        load_emodb(tmp_path / "empty")
+    with pytest.raises(InputError, match="data folder not found"):
+        load_emodb(tmp_path / "missing")
+
+
+# ------------------------------------------------------------------------------ several corpora
+
+EMODB_SPEAKERS = ("03", "08", "09", "10", "11", "12", "13", "14", "15", "16")
+
+
+def test_load_corpora_and_combined_speaker_split(tmp_path):
+    ravdess_dir = make_ravdess(tmp_path / "ravdess", actors=range(1, 21))
+    emodb_dir = make_emodb(tmp_path / "emo+db", speakers=EMODB_SPEAKERS)  # '+' in a path is fine
+    ravdess = load_ravdess(ravdess_dir)
+    both = load_corpora(["ravdess", "emodb"], [ravdess_dir, emodb_dir])
+    assert len(both) == len(ravdess) + 10 * 3 * 4
+    assert {r.dataset for r in both} == {"ravdess", "emodb"}
+    seen_test = set()
+    for fold in range(5):
+        parts = make_split("ravdess+emodb", both, "speaker", fold=fold, folds=5)
+        groups = {k: {r.speaker for r in v} for k, v in parts.items()}
+        assert not (groups["train"] & groups["val"] or groups["train"] & groups["test"]
+                    or groups["val"] & groups["test"])
+        assert sum(len(v) for v in parts.values()) == len(both)
+        # every fold tests speakers of both corpora
+        assert {r.dataset for r in parts["test"]} == {"ravdess", "emodb"}
+        # and the actors a fold tests are those of RAVDESS alone (actorXX sort before emodbSS)
+        alone = make_split("ravdess", ravdess, "speaker", fold=fold, folds=5)
+        assert {s for s in groups["test"] if s.startswith("actor")} == \
+            {r.speaker for r in alone["test"]}
+        seen_test |= groups["test"]
+    assert seen_test == {r.speaker for r in both}
+    assert len(make_split("ravdess+emodb", both, "random")["test"]) == round(0.1 * len(both))
+
+
+def test_load_corpora_errors(tmp_path):
+    ravdess_dir = make_ravdess(tmp_path / "r", actors=[1, 2])
+    emodb_dir = make_emodb(tmp_path / "e", speakers=("03",))
+    with pytest.raises(ConfigError, match="one folder per dataset"):
+        load_corpora(["ravdess", "emodb"], [ravdess_dir])
+    with pytest.raises(ConfigError, match="shares speaker 'actor01'"):
+        load_corpora(["ravdess", "ravdess"], [ravdess_dir, ravdess_dir])
+    with pytest.raises(ConfigError, match="one data folder each"):
+        load_dataset("ravdess+emodb", tmp_path)
+    meld = load_corpora(["meld", "emodb"], [make_meld(tmp_path / "m"), emodb_dir])
+    with pytest.raises(ConfigError, match="includes MELD"):
+        make_split("meld+emodb", meld, "speaker")
+    assert len(load_corpora(["auto", "auto"], [ravdess_dir, emodb_dir])) == 2 * 4 * 2 + 12
+
+
+def test_real_emodb(tmp_path):
+    root = SHARED_DATA / "emodb"
+    if not (root / "metadata.csv").is_file():
+        pytest.skip(f"{root} not present (the real EmoDB copy, see ../shared/data/README.md)")
+    records = load_dataset("auto", root)
+    assert len(records) == 339
+    assert set(class_counts(records)) == set(LABELS_4)
+    assert len({r.speaker for r in records}) == 10
+    assert all(r.text and Path(r.audio).is_file() for r in records)
+    # the letters in the file names agree with the metadata on every clip
+    with open(root / "metadata.csv", encoding="utf-8", newline="") as f:
+        for row in csv.DictReader(f):
+            assert EMODB_LETTERS[Path(row["path"]).stem[5]] == row["emotion"], row["path"]
+            assert Path(row["path"]).stem[:2] == row["speaker"]
+    ravdess_dir = SHARED_DATA / "ravdess"
+    if (ravdess_dir / "metadata.csv").is_file():  # the real 20 actors keep their folds too
+        both = load_corpora(["ravdess", "emodb"], [ravdess_dir, root])
+        alone = load_ravdess(ravdess_dir)
+        for fold in range(5):
+            test = {r.speaker for r in make_split("ravdess+emodb", both, "speaker", fold)["test"]}
+            assert {s for s in test if s.startswith("actor")} == \
+                {r.speaker for r in make_split("ravdess", alone, "speaker", fold)["test"]}
+            assert any(s.startswith("emodb") for s in test)

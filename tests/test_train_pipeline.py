@@ -21,7 +21,7 @@ from mersa_stream.resolve import resolve_transformers
 from train.data import LABELS_4, load_manifest
 from train.features import FeatureCache, TextFeaturizer, encode_records
 from train.fusion_train import TrainConfig
-from train.pipeline import Featurizers, RunOptions, run
+from train.pipeline import Featurizers, RunOptions, SetKey, run
 
 REPO = Path(__file__).resolve().parent.parent
 WORDS = {"neutral": "ordinary table window", "happy": "wonderful joy delight",
@@ -120,8 +120,19 @@ def test_training_lowers_loss_and_saves_a_loadable_checkpoint(trained):
     assert "## Licences" in card and "## Metrics" in card and "test" in card
     assert ckpt.metadata["best_epoch"] == result.result.best_epoch
     # held-out speakers: scored, and the audio-only view exists
-    assert "manifest/test" in result.test and "manifest/test (audio only)" in result.test
-    assert result.test["manifest/test"]["count"] == 12  # one speaker of four
+    test = SetKey("manifest", "test")
+    assert set(result.test) == {test, SetKey("manifest", "test", "audio only")}
+    assert result.test[test]["count"] == 12  # one speaker of four
+    # the metadata and the card show the keys' display names
+    assert set(ckpt.metadata["metrics"]["test"]) == {"manifest/test", "manifest/test (audio only)"}
+    assert "| manifest/test (audio only) | 12 |" in card
+
+
+def test_evaluation_sets_are_typed_keys_shown_as_before():
+    assert SetKey("ravdess", "test").name == "ravdess/test"
+    assert SetKey("ravdess+emodb", "val", "audio only").name == "ravdess+emodb/val (audio only)"
+    assert SetKey("manifest", "test")._replace(variant="packed windows").name == \
+        "manifest/test (packed windows)"
 
 
 def test_seeded_training_is_deterministic(corpus, encoders, tmp_path):
@@ -129,7 +140,8 @@ def test_seeded_training_is_deterministic(corpus, encoders, tmp_path):
             say=lambda _: None)
     b = run(options(corpus, encoders, None, tmp_path / "cache", epochs=3), progress=False,
             say=lambda _: None)
-    assert [h["train_loss"] for h in a.result.history] == [h["train_loss"] for h in b.result.history]
+    losses = [[h["train_loss"] for h in r.result.history] for r in (a, b)]
+    assert losses[0] == losses[1]
 
 
 def test_feature_cache_reused_and_invalidated(corpus, encoders, tmp_path):
@@ -168,11 +180,12 @@ def test_feature_cache_reused_and_invalidated(corpus, encoders, tmp_path):
 
 @pytest.mark.parametrize("ce_weight", [0.0, 0.5])  # the paper's pure metric loss; + a CE head
 def test_self_align_changes_only_top_layers(corpus, encoders, tmp_path, ce_weight):
+    import random
+
     from safetensors.torch import load_file
 
     from mersa_stream.encoders.text import TextEncoder
     from train.self_align import AlignConfig, SplitEncoder, balanced_batches, self_align
-    import random
 
     bert, _ = encoders
     records = load_manifest(corpus)
@@ -203,44 +216,74 @@ def test_self_align_changes_only_top_layers(corpus, encoders, tmp_path, ce_weigh
     assert "probe_before" in report and "probe_after" in report
 
 
-def mersa(*args, cwd=REPO):
-    return subprocess.run([sys.executable, "-c", "from mersa_stream.cli import main; main()", *args],
-                          capture_output=True, text=True, cwd=cwd, timeout=300,
+def mersa(*args, cwd=REPO, timeout=300):
+    return subprocess.run([sys.executable, "-c", "from mersa_stream.cli import main; main()",
+                           *args], capture_output=True, text=True, cwd=cwd, timeout=timeout,
                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
 
 def mersa_in_process(*args):
-    """The same commands without a new interpreter (fast); errors surface as exceptions."""
+    """The trainer's commands without a new interpreter (fast), on an app of their own; errors
+    surface as exceptions."""
+    import typer
     from typer.testing import CliRunner
 
-    import train.cli  # noqa: F401  (registers the commands)
-    from mersa_stream.cli import app
+    from train import cli
 
+    app = typer.Typer()
+    cli.register(app)
     out = CliRunner().invoke(app, list(args), catch_exceptions=False)
     return subprocess.CompletedProcess(args, out.exit_code, out.stdout, "")
 
 
 def test_cli_evaluate_and_experiments(trained, corpus, tmp_path):
     result, opts = trained
-    proc = mersa_in_process("evaluate", opts.out, "--dataset", "manifest", "--data-dir", str(corpus),
-                 "--split", "test", "--scheme", "speaker", "--folds", "4", "--json",
-                 "--cache-dir", opts.cache_dir)
+    proc = mersa_in_process("evaluate", opts.out, "--dataset", "manifest",
+                            "--data-dir", str(corpus), "--part", "test", "--scheme", "speaker",
+                            "--folds", "4", "--json", "--cache-dir", opts.cache_dir)
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads(proc.stdout.strip().splitlines()[-1])
     assert metrics["count"] == 12 and sum(map(sum, metrics["confusion"])) == 12
-    assert metrics["accuracy"] == pytest.approx(result.test["manifest/test"]["accuracy"])
+    assert (metrics["part"], metrics["scheme"]) == ("test", "speaker")
+    assert metrics["accuracy"] == pytest.approx(result.test[SetKey("manifest", "test")]["accuracy"])
     for key in ("accuracy", "weighted_f1", "macro_f1", "balanced_accuracy"):
         assert 0.0 <= metrics[key] <= 1.0
+    assert isinstance(metrics["ece"], float) and 0.0 <= metrics["ece"] <= 1.0
+    saved_t = load_checkpoint(opts.out).model.config.temperature
+    assert metrics["temperature"] == pytest.approx(saved_t)
+    # the scripts' form (benchmarks/flat_voices.py): `split` is the part, `scheme` the scheme
+    from train.evaluate import evaluate_checkpoint
+
+    same = evaluate_checkpoint(opts.out, "manifest", corpus, split="test", scheme="speaker",
+                               folds=4, cache_dir=Path(opts.cache_dir), progress=False)
+    assert (same["count"], same["accuracy"]) == (metrics["count"], metrics["accuracy"])
+
+    png = tmp_path / "diagrams" / "reliability.png"
+    # `--split` is evaluate's old spelling of --part: still understood
+    proc = mersa_in_process("evaluate", opts.out, "--dataset", "manifest",
+                            "--data-dir", str(corpus), "--split", "test", "--scheme", "speaker",
+                            "--folds", "4", "--cache-dir", opts.cache_dir,
+                            "--reliability", str(png))
+    assert proc.returncode == 0, proc.stderr
+    assert f"ece {metrics['ece']:.3f}" in proc.stdout and "ECE" in proc.stdout
+    assert str(png) in proc.stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     proc = mersa_in_process("experiments", "--dataset", "manifest", "--data-dir", str(corpus),
                  "--out", str(tmp_path / "exp"), "--architectures", "server,mersa",
                  "--audio-encoders", "wav2vec2", "--wav2vec2", opts.audio_spec,
                  "--folds", "4", "--epochs", "2", "--batch-size", "8", "--pair-text", "0.25",
-                 "--cache-dir", opts.cache_dir, "--threads", "1", "--text-encoder", opts.text_encoder)
+                 "--cache-dir", opts.cache_dir, "--threads", "1",
+                 "--text-encoder", opts.text_encoder, "--set", "train.hidden=16",
+                 "--set", "train.heads=2", "--seeds", "3")
     assert proc.returncode == 0, proc.stderr
-    run_config = json.loads((tmp_path / "exp" / "runs" / "mersa_wav2vec2_plain_fold0_seed0"
+    run_config = json.loads((tmp_path / "exp" / "runs" / "mersa_wav2vec2_plain_fold0_seed3"
                              / "config.json").read_text())
-    assert run_config["metadata"]["train"]["pair_text"] == 0.25
+    # flags and --set reach [train]; the grid sets architecture and seed itself
+    settings = run_config["metadata"]["train"]
+    assert (settings["pair_text"], settings["hidden"], settings["batch_size"]) == (0.25, 16, 8)
+    assert (settings["architecture"], settings["seed"]) == ("mersa", 3)
+    assert run_config["fusion"]["hidden"] == 16 and run_config["fusion"]["heads"] == 2
     table = (tmp_path / "exp" / "results.md").read_text()
     assert "| SERVER | wav2vec2 | plain |" in table and "| MERSA | wav2vec2 | plain |" in table
     assert "balanced acc" in table
@@ -260,7 +303,7 @@ def test_cli_errors_are_one_line(tmp_path):
     with pytest.raises(ConfigError, match="--dataset 'nope'"):
         mersa_in_process("train", "--dataset", "nope", "--data-dir", str(tmp_path),
                          "--out", str(tmp_path / "o"))
-    with pytest.raises(ConfigError, match="--architecture"):
+    with pytest.raises(ConfigError, match="train.architecture: 'lstm' is not one of"):
         mersa_in_process("train", "--dataset", "manifest", "--data-dir", str(tmp_path / "data"),
                          "--out", str(tmp_path / "o"), "--architecture", "lstm")
 
@@ -278,3 +321,98 @@ def test_trained_checkpoint_runs_in_analyze(trained, tmp_path):
     rows = [json.loads(x) for x in proc.stdout.splitlines() if x.strip()]
     assert rows and all(r["label"] in LABELS_4 for r in rows), proc.stdout
     assert all(set(r["probabilities"]) == set(LABELS_4) for r in rows)
+
+
+# -------------------------------------------------------------- the shipped recipe, end to end
+
+def write_two_corpora(root: Path) -> tuple[Path, Path]:
+    """RAVDESS- and EmoDB-layout folders (3 speakers each, 2 clips per class per speaker) of
+    short tones whose pitch carries the label."""
+    rng = np.random.default_rng(1)
+    t = np.arange(int(0.5 * 16000)) / 16000
+
+    def clip(label: str, k: int) -> np.ndarray:
+        audio = 0.3 * np.sin(2 * np.pi * TONES[label] * (1 + 0.03 * k) * t)
+        return (audio + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
+
+    ravdess, emodb = root / "ravdess", root / "emodb"
+    codes = {"neutral": "01", "happy": "03", "sad": "04", "anger": "05"}
+    for actor in (1, 2, 3):
+        for label, code in codes.items():
+            for statement in (1, 2):
+                name = f"03-01-{code}-01-0{statement}-01-{actor:02d}.wav"
+                path = ravdess / f"Actor_{actor:02d}" / name
+                path.parent.mkdir(parents=True, exist_ok=True)
+                sf.write(str(path), clip(label, statement), 16000)
+    letters = {"neutral": ("N", "neutral"), "happy": ("F", "happiness"), "sad": ("T", "sadness"),
+               "anger": ("W", "anger")}
+    texts = {"a01": "Der Lappen liegt auf dem Eisschrank.", "a02": "Das will sie am Mittwoch "
+             "abgeben."}
+    rows = ["path,speaker,emotion,text_id,text,duration_s"]
+    (emodb / "wav").mkdir(parents=True)
+    for speaker in ("03", "08", "09"):
+        for label, (letter, emotion) in letters.items():
+            for k, (text_id, text) in enumerate(texts.items()):
+                name = f"{speaker}{text_id}{letter}a.wav"
+                sf.write(str(emodb / "wav" / name), clip(label, k), 16000)
+                rows.append(f"wav/{name},{speaker},{emotion},{text_id},{text},0.5")
+    (emodb / "metadata.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return ravdess, emodb
+
+
+@pytest.mark.slow
+def test_two_corpora_whisper_layers_gated_recipe_end_to_end(encoders, tmp_path):
+    """`mersa train` on ravdess+emodb (a folder each) with the whisper-layers encoder, the gated
+    architecture, augmentation, neutral-voice pairing of MELD-format text data and calibration:
+    a loadable checkpoint with per-corpus test sets and both corpora's licences."""
+    from mersa_stream.config import TrainConfig as Settings
+    from test_train_data import make_meld
+    from train.calibration import T_MAX, T_MIN
+    from train.pipeline import LICENCES
+
+    bert, _ = encoders
+    ravdess, emodb = write_two_corpora(tmp_path / "data")
+    meld = make_meld(tmp_path / "data" / "meld")
+    voices = tmp_path / "data" / "voices"  # a manifest of voiced clips, used with their audio
+    voices.mkdir()
+    rows = ["path,text,label,speaker"]
+    for k, label in enumerate(TONES):
+        sf.write(str(voices / f"v{k}.wav"), 0.2 * np.sin(np.arange(8000) / 16000 * 2 * np.pi
+                                                          * 150).astype(np.float32), 16000)
+        rows.append(f"v{k}.wav,words of {label},{label},synthetic")
+    (voices / "manifest.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "ckpt"
+    proc = mersa("train", "--dataset", "ravdess+emodb", "--data-dir", str(ravdess),
+                 "--data-dir", str(emodb), "--audio-encoder", "whisper-layers",
+                 "--architecture", "mersa-gated", "--augment-views", "1", "--pair-neutral", "0.3",
+                 "--epochs", "2", "--folds", "3", "--text-data", f"meld:{meld}",
+                 "--voice-data", f"manifest:{voices}",
+                 "--text-encoder", str(bert), "--cache-dir", str(tmp_path / "cache"),
+                 "--threads", "1", "--set", "train.hidden=32", "--set", "train.heads=4",
+                 "--out", str(out), timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = load_checkpoint(out)
+    config = ckpt.model.config
+    assert (ckpt.audio_encoder.kind, config.audio_layers) == ("whisper-layers", 6)  # tiny.en: 4+2
+    assert (config.architecture, config.hidden, config.heads) == ("mersa-gated", 32, 4)
+    assert config.dropout == Settings().dropout  # the fusion default, by way of [train]
+    fitted = [line for line in proc.stderr.splitlines() if line.startswith("calibration:")]
+    assert len(fitted) == 1
+    assert config.temperature == pytest.approx(float(fitted[0].split()[2]), abs=5e-4)
+    assert T_MIN <= config.temperature <= T_MAX
+    assert (out / "reliability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    settings = ckpt.metadata["train"]
+    assert (settings["pair_neutral"], settings["architecture"], settings["epochs"]) == \
+        (0.3, "mersa-gated", 2)
+    tests = ckpt.metadata["metrics"]["test"]
+    for name in ("ravdess+emodb/test", "ravdess/test", "emodb/test", "meld/test"):
+        assert tests[name]["count"] > 0, name
+    assert tests["ravdess/test"]["count"] + tests["emodb/test"]["count"] == \
+        tests["ravdess+emodb/test"]["count"]
+    card = (out / "README.md").read_text()
+    for corpus in ("ravdess", "emodb", "meld"):
+        assert LICENCES[corpus] in card, corpus
+    assert f"`{ravdess}`, `{emodb}`" in card
+    assert "| emodb/test |" in card and "| ravdess/test |" in card
+    assert ckpt.metadata["voice_data"] == [{"dataset": "manifest", "data_dir": str(voices)}]
+    assert "manifest voices/train: anger 1, happy 1, neutral 1, sad 1" in card

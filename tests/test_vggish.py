@@ -61,7 +61,8 @@ def state_dict(encoder) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize(
     ("samples", "count"),
     # k examples need 96k frames of 400 samples every 160: 400 + (96k - 1) * 160 samples.
-    [(32000, 2), (8000, 1), (0, 1), (15360, 1), (15600, 1), (30959, 1), (30960, 2), (46319, 2), (46320, 3)],
+    [(32000, 2), (8000, 1), (0, 1), (15360, 1), (15600, 1), (30959, 1), (30960, 2), (46319, 2),
+     (46320, 3)],
 )
 def test_example_count_and_shape(samples, count):
     ex = log_mel_examples(noise(samples / SR, 0))
@@ -152,8 +153,15 @@ def test_state_dict_keys_match_torchvggish(encoder):
     assert sd["features.13.weight"].shape == (512, 512, 3, 3)
     assert sd["embeddings.0.weight"].shape == (4096, 12288)
     assert sd["embeddings.4.weight"].shape == (128, 4096)
-    assert encoder.dim == 128
-    assert encoder.frames_per_second == pytest.approx(1 / 0.96)
+
+
+def test_declared_rate_and_size_match_the_output(encoder):
+    """The recognizer sizes its audio features by `dim` and `frames_per_second`: they must
+    describe what `encode` returns (one embedding per whole 0.96 s example)."""
+    seconds = 9.7
+    (out,) = encoder.encode([noise(seconds, 5)])
+    assert out.shape == (math.floor(seconds * encoder.frames_per_second), encoder.dim)
+    assert encoder.dim == 128  # the published VGGish embedding size
 
 
 def test_encode_shapes_and_dtype(encoder):

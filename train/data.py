@@ -9,7 +9,11 @@ copied or converted on disk. Supported:
 - IEMOCAP full release: `Session{1..5}/sentences/wav/<dialog>/<utt>.wav`, labels in
   `Session*/dialog/EmoEvaluation/<dialog>.txt`, transcripts in `Session*/dialog/transcriptions/`.
 - RAVDESS: `Actor_XX/03-01-EE-II-SS-RR-AA.(wav|flac)` with an optional `metadata.csv`.
+- EmoDB (Berlin): `wav/SSTTTEV.(wav|flac)` with an optional `metadata.csv` (German sentences).
 - A manifest CSV with columns path,text,label[,speaker]; paths relative to the manifest's folder.
+
+Several corpora train together with `load_corpora` and a combined name such as "ravdess+emodb"
+(speakers are corpus-prefixed: actorXX, emodbSS, Ses01F).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import Iterable, Sequence
 
 from mersa_stream.errors import ConfigError, InputError
 
-DATASETS = ("meld", "iemocap", "ravdess", "manifest")
+DATASETS = ("meld", "iemocap", "ravdess", "emodb", "manifest")
 LABELS_4 = ["neutral", "happy", "sad", "anger"]
 LABELS_6_IEMOCAP = ["neutral", "frustrated", "sad", "anger", "excited", "happy"]
 
@@ -37,6 +41,8 @@ LABEL_MAPS: dict[tuple[str, str], dict[str, str]] = {
     ("iemocap", "6"): {"neu": "neutral", "fru": "frustrated", "sad": "sad", "ang": "anger",
                        "exc": "excited", "hap": "happy"},
     ("ravdess", "4"): {"neutral": "neutral", "happy": "happy", "sad": "sad", "angry": "anger"},
+    ("emodb", "4"): {"neutral": "neutral", "happiness": "happy", "sadness": "sad",
+                     "anger": "anger"},
 }
 # a manifest's labels may use any of these spellings
 LABEL_ALIASES = {
@@ -50,6 +56,12 @@ LABEL_ALIASES = {
 RAVDESS_EMOTIONS = {"01": "neutral", "02": "calm", "03": "happy", "04": "sad", "05": "angry",
                     "06": "fearful", "07": "disgust", "08": "surprised"}
 RAVDESS_STATEMENTS = {"01": "Kids are talking by the door", "02": "Dogs are sitting by the door"}
+# the German initial of each emotion in EmoDB file names (Wut, Langeweile, Ekel, Angst, Freude,
+# Trauer, Neutral)
+EMODB_EMOTIONS = {"W": "anger", "L": "boredom", "E": "disgust", "A": "fear", "F": "happiness",
+                  "T": "sadness", "N": "neutral"}
+# SS speaker, TTT text id (a01..b10), E emotion letter, V version letter
+_EMODB_NAME = re.compile(r"^(\d\d)([a-z]\d\d)([WLEAFTN])([a-z])$")
 MELD_CSV = {"train": "train_sent_emo.csv", "dev": "dev_sent_emo.csv", "test": "test_sent_emo.csv"}
 MELD_CLIPS = {"train": "train_splits", "dev": "dev_splits_complete",
               "test": "output_repeated_splits_test"}
@@ -126,7 +138,8 @@ def load_meld(data_dir: str | Path, classes: str = "4",
                 dia, utt = row["Dialogue_ID"].strip(), row["Utterance_ID"].strip()
                 clip = clips / f"dia{dia}_utt{utt}.mp4"
                 records.append(Record(
-                    id=f"meld/{split}/dia{dia}_utt{utt}", audio=str(clip) if clip.is_file() else None,
+                    id=f"meld/{split}/dia{dia}_utt{utt}",
+                    audio=str(clip) if clip.is_file() else None,
                     text=_meld_text(row["Utterance"]), label=label, speaker=row["Speaker"].strip(),
                     session=f"{split}/dia{dia}", split=split, dataset="meld"))
     return records
@@ -171,7 +184,8 @@ def load_iemocap(data_dir: str | Path, classes: str = "4") -> list[Record]:
                 if label is None:
                     continue
                 wav = session_dir / "sentences" / "wav" / dialog / f"{utt}.wav"
-                # utterance ids look like Ses01F_impro01_M000: the speaker is the letter of the last part
+                # utterance ids look like Ses01F_impro01_M000: the speaker is the letter of the
+                # last part
                 gender = utt.rsplit("_", 1)[-1][:1]
                 records.append(Record(
                     id=f"iemocap/{utt}", audio=str(wav) if wav.is_file() else None,
@@ -184,6 +198,20 @@ def load_iemocap(data_dir: str | Path, classes: str = "4") -> list[Record]:
 
 
 # ------------------------------------------------------------------------------------- RAVDESS
+
+def _clip_records(rows, mapping: dict[str, str], dataset: str, speaker_of) -> list[Record]:
+    """Records of a one-clip-per-file corpus from its (path, raw emotion, text, speaker) rows;
+    rows whose emotion is not in `mapping` are dropped. `speaker_of`: the speaker's group name
+    (corpus-prefixed, so corpora never share one)."""
+    records = []
+    for path, emotion, text, speaker in rows:
+        label = mapping.get(emotion)
+        if label is not None:
+            name = speaker_of(speaker)
+            records.append(Record(id=f"{dataset}/{path.stem}", audio=str(path), text=text,
+                                  label=label, speaker=name, session=name, dataset=dataset))
+    return records
+
 
 def _ravdess_name(name: str) -> dict | None:
     parts = Path(name).stem.split("-")
@@ -214,15 +242,57 @@ def load_ravdess(data_dir: str | Path, classes: str = "4") -> list[Record]:
     if not rows:
         raise InputError(f"{data_dir}: not a RAVDESS folder (no metadata.csv and no "
                          f"Actor_XX/03-01-EE-II-SS-RR-AA.wav files)")
-    records = []
-    for path, emotion, text, actor in rows:
-        label = mapping.get(emotion)
-        if label is None:
-            continue
-        records.append(Record(id=f"ravdess/{path.stem}", audio=str(path), text=text, label=label,
-                              speaker=f"actor{actor:02d}", session=f"actor{actor:02d}",
-                              dataset="ravdess"))
-    return records
+    return _clip_records(rows, mapping, "ravdess", lambda actor: f"actor{actor:02d}")
+
+
+# --------------------------------------------------------------------------------------- EmoDB
+
+def _emodb_name(name: str) -> dict | None:
+    m = _EMODB_NAME.match(Path(name).stem)
+    if not m:
+        return None
+    return {"speaker": m.group(1), "text_id": m.group(2), "emotion": EMODB_EMOTIONS[m.group(3)]}
+
+
+def _is_emodb(data_dir: Path) -> bool:
+    metadata = data_dir / "metadata.csv"
+    if metadata.is_file():
+        with open(metadata, encoding="utf-8", newline="") as f:
+            header = next(csv.reader(f), [])
+        return {"path", "speaker", "emotion", "text_id"} <= set(header)
+    return any(_emodb_name(p.name) for p in data_dir.glob("wav/*")
+               if p.suffix.lower() in AUDIO_SUFFIXES)
+
+
+def load_emodb(data_dir: str | Path, classes: str = "4") -> list[Record]:
+    """EmoDB (Berlin Database of Emotional Speech): `wav/SSTTTEV.flac` plus an optional
+    `metadata.csv` (path, speaker, emotion, text_id, text, duration_s); without it the labels
+    come from the file names and the text is empty (the sentences are not in the names)."""
+    data_dir = _check_dir(Path(data_dir), "EmoDB")
+    labels_for("emodb", classes)
+    mapping = LABEL_MAPS[("emodb", classes)]
+    rows: list[tuple[Path, str, str, str]] = []  # path, emotion, text, speaker
+    metadata = data_dir / "metadata.csv"
+    if metadata.is_file():
+        with open(metadata, encoding="utf-8", newline="") as f:
+            reader = csv.DictReader(f)
+            if not {"path", "speaker", "emotion"} <= set(reader.fieldnames or []):
+                raise InputError(f"{metadata}: not an EmoDB metadata.csv (needs columns path, "
+                                 f"speaker, emotion[, text])")
+            for row in reader:
+                rows.append(((data_dir / row["path"]).resolve(), row["emotion"].strip().lower(),
+                             (row.get("text") or "").strip(), row["speaker"].strip()))
+    else:
+        for path in sorted(data_dir.glob("wav/*")):
+            info = _emodb_name(path.name) if path.suffix.lower() in AUDIO_SUFFIXES else None
+            if info:
+                rows.append((path.resolve(), info["emotion"], "", info["speaker"]))
+    if not rows:
+        raise InputError(f"{data_dir}: not an EmoDB folder (no metadata.csv and no "
+                         f"wav/SSTTTEV.flac files)")
+    # "3" and "03" are one speaker: metadata written by a spreadsheet may drop the zero
+    return _clip_records(rows, mapping, "emodb", lambda speaker: f"emodb{int(speaker):02d}"
+                         if speaker.isdigit() else f"emodb{speaker}")
 
 
 # ------------------------------------------------------------------------------------ manifest
@@ -280,12 +350,15 @@ def detect_dataset(data_dir: Path) -> str:
         return "meld"
     if _iemocap_root(data_dir) is not None:
         return "iemocap"
+    if _is_emodb(data_dir):  # before RAVDESS: both may have a metadata.csv
+        return "emodb"
     if (data_dir / "metadata.csv").is_file() or any(data_dir.glob("Actor_*")):
         return "ravdess"
     if (data_dir / "manifest.csv").is_file():
         return "manifest"
-    raise InputError(f"{data_dir}: unknown dataset layout (expected MELD CSVs, IEMOCAP Session1..5, "
-                     f"RAVDESS Actor_XX folders or a manifest CSV)")
+    raise InputError(f"{data_dir}: unknown dataset layout (expected MELD CSVs, IEMOCAP "
+                     f"Session1..5, RAVDESS Actor_XX folders, EmoDB wav/SSTTTEV files or a "
+                     f"manifest CSV)")
 
 
 def load_dataset(dataset: str, data_dir: str | Path, classes: str = "4",
@@ -299,9 +372,44 @@ def load_dataset(dataset: str, data_dir: str | Path, classes: str = "4",
         return load_iemocap(data_dir, classes)
     if dataset == "ravdess":
         return load_ravdess(data_dir, classes)
+    if dataset == "emodb":
+        return load_emodb(data_dir, classes)
     if dataset == "manifest":
         return load_manifest(data_dir, classes, allow_absolute_paths)
+    if "+" in dataset:
+        raise ConfigError(f"--dataset {dataset!r}: corpora combined need one data folder each "
+                          f"(load_corpora)")
     raise ConfigError(f"--dataset {dataset!r}: one of {', '.join(DATASETS)}")
+
+
+def corpus_names(dataset: str) -> list[str]:
+    """"ravdess+emodb" -> ["ravdess", "emodb"]; a single name -> [name]."""
+    return dataset.split("+")
+
+
+def load_corpora(datasets: Sequence[str], data_dirs: Sequence[str | Path], classes: str = "4",
+                 allow_absolute_paths: bool = False) -> list[Record]:
+    """Load each (dataset, data_dir) pair and concatenate, for training on several corpora at
+    once (split them with `make_split("+".join(datasets), ...)`). Speakers of RAVDESS, EmoDB
+    and IEMOCAP are corpus-prefixed, so groups never merge across corpora; names that do
+    collide (MELD's or a manifest's free-form speakers, the same corpus twice) are an error
+    rather than a silent leak of one speaker into both train and test."""
+    if len(datasets) != len(data_dirs) or not datasets:
+        raise ConfigError(f"{len(datasets)} datasets for {len(data_dirs)} data folders: "
+                          f"give one folder per dataset")
+    records: list[Record] = []
+    owner: dict[str, str] = {}  # speaker (or id) -> the corpus that had it first
+    for dataset, data_dir in zip(datasets, data_dirs):
+        part = load_dataset(dataset, data_dir, classes, allow_absolute_paths)
+        mine = {f"speaker:{r.speaker}" for r in part if r.speaker} | {f"id:{r.id}" for r in part}
+        if clash := sorted((k for k in mine if k in owner), key=lambda k: (k[:3] == "id:", k)):
+            kind, name = clash[0].split(":", 1)
+            raise ConfigError(f"{data_dir} ({dataset}) shares {kind} {name!r} with "
+                              f"{owner[clash[0]]}: combined corpora need distinct speakers "
+                              f"and clip ids")
+        owner.update({k: f"{data_dir} ({dataset})" for k in mine})
+        records.extend(part)
+    return records
 
 
 # -------------------------------------------------------------------------------------- splits
@@ -369,6 +477,11 @@ def make_split(dataset: str, records: Sequence[Record], split: str, fold: int = 
     if split == "random":
         return random_split(records, seed=seed)
     if split == "speaker":
+        if "+" in dataset:  # corpora combined: folds over the union of their speakers
+            if "meld" in corpus_names(dataset):
+                raise ConfigError(f"--split speaker: {dataset} includes MELD, which has an "
+                                  f"official split but no speaker-disjoint one")
+            return speaker_split(records, fold, folds, "speaker", "speaker", seed=seed)
         if dataset == "iemocap":  # leave one session out; validation speakers from the others
             return speaker_split(records, fold, folds, "session", "speaker", seed=seed)
         if dataset == "meld":

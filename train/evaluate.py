@@ -1,60 +1,95 @@
-"""Score a saved checkpoint on a dataset split (features through the same cache as training)."""
+"""Score a saved checkpoint on a part of a dataset (features through the same cache as training):
+the four metrics, confusion matrix, count and expected calibration error (`ece`, with the
+checkpoint's temperature applied as at run time), optionally a reliability diagram.
+
+Words: the *scheme* (official | random | speaker; `RunOptions.split`, `--split`/`--scheme`) says
+how a dataset is cut; the *part* (train | val | test | all; `--part`) is which piece is scored."""
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 from mersa_stream.checkpoint import load_checkpoint
 from mersa_stream.errors import ConfigError
 
-from .data import load_dataset, make_split
+from .data import default_split, make_split
 from .features import AudioFeaturizer, FeatureCache, TextFeaturizer, encode_records
-from .fusion_train import evaluate_examples
-from .pipeline import to_examples
+from .fusion_train import metrics_from_probs, predict
+from .pipeline import RunOptions, load_run_records, to_examples
 
 PARTS = {"train": "train", "val": "val", "dev": "val", "valid": "val", "validation": "val",
          "test": "test"}
 
 
-def evaluate_checkpoint(checkpoint: str | Path, dataset: str, data_dir: str | Path,
-                        split: str = "test", scheme: str = "official", fold: int = 0,
-                        folds: int = 5, classes: str = "4", use_audio: bool = True,
-                        use_text: bool = True, cache_dir: str | Path | None = None,
-                        allow_absolute_paths: bool = False, progress: bool = True) -> dict:
+def evaluate(checkpoint: str | Path, data: RunOptions, part: str = "test",
+             reliability: str | Path | None = None, progress: bool = True) -> dict:
+    """`data`: which dataset, folders, scheme, fold, classes, modalities and cache (the run options
+    a training run would have had). `reliability`: a PNG path to write the reliability diagram of
+    this evaluation to (recorded as metrics["reliability"])."""
     from tqdm import tqdm
 
     ckpt = load_checkpoint(checkpoint)
-    records = load_dataset(dataset, data_dir, classes, allow_absolute_paths)
-    if split == "all":
+    records = load_run_records(data)
+    if part == "all":
         chosen = records
     else:
-        if split not in PARTS:
-            raise ConfigError(f"--split {split!r}: one of train, val (dev), test, all")
-        chosen = make_split(dataset, records, scheme, fold, folds)[PARTS[split]]
+        if part not in PARTS:
+            raise ConfigError(f"--part {part!r}: one of train, val (dev), test, all")
+        chosen = make_split(data.dataset, records, data.split, data.fold, data.folds,
+                            data.split_seed)[PARTS[part]]
         if not chosen:
-            raise ConfigError(f"{dataset}: the {scheme} split has no {split} part here "
+            raise ConfigError(f"{data.dataset}: the {data.split} split has no {part} part here "
                               f"(MELD test needs test_sent_emo.csv)")
     unknown = sorted({r.label for r in chosen} - set(ckpt.labels))
     if unknown:
-        raise ConfigError(f"{dataset}: labels {unknown} are not among the checkpoint's "
+        raise ConfigError(f"{data.dataset}: labels {unknown} are not among the checkpoint's "
                           f"{ckpt.labels}")
-    cache = FeatureCache(Path(cache_dir)) if cache_dir else FeatureCache()
+    cache = FeatureCache(Path(data.cache_dir)) if data.cache_dir else FeatureCache()
     bar = tqdm if progress else None
     opts = ckpt.text_encoder.options or {}
     text_f = TextFeaturizer(ckpt.text_encoder.spec, ckpt.text_encoder_weights,
-                            int(opts.get("max_tokens", 64)))
+                            int(opts.get("max_tokens", RunOptions.text_max_tokens)))
     texts = encode_records(chosen, text_f, "text", cache, 64, bar)
-    has_audio = use_audio and any(r.audio for r in chosen)
+    has_audio = data.use_audio and any(r.audio for r in chosen)
     if has_audio:
         audio_f = AudioFeaturizer(ckpt.audio_encoder.kind, ckpt.audio_encoder.spec)
         audios = encode_records(chosen, audio_f, "audio", cache, 8, bar)
     else:
         audios = [None] * len(chosen)
     examples = to_examples(chosen, ckpt.labels, texts, audios, ckpt.text_encoder.dim,
-                           ckpt.audio_encoder.dim, use_text, has_audio)
-    metrics = evaluate_examples(ckpt.model, examples, ckpt.labels, ckpt.text_encoder.dim,
-                                ckpt.audio_encoder.dim)
-    metrics["modalities"] = "+".join(m for m, on in (("text", use_text), ("audio", has_audio)) if on)
-    metrics.update({"checkpoint": str(checkpoint), "dataset": dataset, "split": split,
-                    "scheme": scheme})
+                           ckpt.audio_encoder.dim, data.use_text, has_audio)
+    probs = predict(ckpt.model, examples, ckpt.text_encoder.dim, ckpt.audio_encoder.dim)
+    metrics = metrics_from_probs(examples, probs, ckpt.labels)
+    metrics["temperature"] = float(getattr(ckpt.model.config, "temperature", 1.0))
+    metrics["modalities"] = "+".join(m for m, on in (("text", data.use_text),
+                                                      ("audio", has_audio)) if on)
+    # "split" is the part, as in the JSON of earlier versions
+    metrics.update({"checkpoint": str(checkpoint), "dataset": data.dataset, "part": part,
+                    "split": part, "scheme": data.split})
+    if reliability:
+        from .calibration import reliability_diagram
+
+        title = f"{Path(checkpoint).name} on {data.dataset} {part} ({metrics['modalities']})"
+        metrics["reliability"] = str(reliability_diagram(
+            probs, [e.label for e in examples], reliability, title))
     return metrics
+
+
+def evaluate_checkpoint(checkpoint: str | Path, dataset: str, data_dir: str | Path,
+                        part: str = "test", **options) -> dict:
+    """`evaluate` with the run options as keywords (scripts' form): `scheme` is the split scheme,
+    `split` the old name of `part`, `progress` and `reliability` as in `evaluate`; the others
+    (fold, folds, classes, use_audio, use_text, cache_dir, allow_absolute_paths) are
+    `RunOptions` fields."""
+    part = options.pop("split", part)
+    extra = {k: options.pop(k) for k in ("progress", "reliability") if k in options}
+    options["split"] = options.pop("scheme", None) or default_split(dataset)
+    known = {f.name for f in fields(RunOptions)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise TypeError(f"evaluate_checkpoint: unknown option {unknown[0]!r}")
+    if options.get("cache_dir") is not None:
+        options["cache_dir"] = str(options["cache_dir"])
+    data = RunOptions(dataset=dataset, data_dir=str(data_dir), **options)
+    return evaluate(checkpoint, data, part, **extra)

@@ -6,98 +6,117 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
+from mersa_stream.config import ExperimentsConfig
+from mersa_stream.encoders.registry import AUDIO_KINDS
 from mersa_stream.errors import ConfigError
 from mersa_stream.fusion import ARCHITECTURES
-from mersa_stream.resolve import DEFAULT_TEXT_ENCODER
 
-from .features import AUDIO_ENCODERS, FeatureCache
-from .fusion_train import TrainConfig
+from .features import FeatureCache
 from .metrics import METRICS, mean_std
-from .pipeline import Featurizers, RunOptions, TextData, command_line, run
+from .pipeline import Featurizers, RunOptions, RunResult, SetKey, command_line, run
 
-NAMES = {"server": "SERVER", "3m-ser": "3M-SER", "mersa": "MERSA", "mersa-xattn": "MERSA + xattn"}
+NAMES = {"server": "SERVER", "3m-ser": "3M-SER", "mersa": "MERSA", "mersa-xattn": "MERSA + xattn",
+         "mersa-gated": "MERSA + xattn + gate"}
 
 
-def run_grid(dataset: str, data_dir, out: Path, classes: str = "4", split: str = "speaker",
-             folds: int = 5, all_folds: bool = False, architectures: Sequence[str] = ARCHITECTURES,
-             audio_encoders: Sequence[str] = ("whisper",), audio_specs: dict | None = None,
-             aligned: str | None = None, text_data: tuple[TextData, ...] = (),
-             use_audio: bool = True, use_text: bool = True, batch_size: int = 32,
-             epochs: int = 200, patience: int = 20, seeds: Sequence[int] = (0,),
-             cache_dir: str | None = None, allow_absolute_paths: bool = False,
-             text_encoder: str = DEFAULT_TEXT_ENCODER, progress: bool = True,
-             say: Callable[[str], None] = print, train_overrides: dict | None = None,
-             packed_features: bool = False) -> str:
-    for a in architectures:
-        if a not in ARCHITECTURES:
-            raise ConfigError(f"--architectures: {a!r} is not one of {', '.join(ARCHITECTURES)}")
-    for e in audio_encoders:
-        if e not in AUDIO_ENCODERS:
-            raise ConfigError(f"--audio-encoders: {e!r} is not one of {', '.join(AUDIO_ENCODERS)}")
-    out = Path(out)
+@dataclass(frozen=True)
+class GridOptions:
+    """What `run_grid` runs: every run starts from `base` (dataset, scheme, encoders, the [train]
+    settings ...) and the grid ([experiments]) varies architecture, audio encoder, text encoder
+    (plain, and self-aligned when `base.aligned_weights` is given), fold and seed."""
+
+    base: RunOptions
+    out: Path
+    grid: ExperimentsConfig = ExperimentsConfig()
+
+    def check(self) -> None:
+        for a in ExperimentsConfig.items(self.grid.architectures):
+            if a not in ARCHITECTURES:
+                raise ConfigError(f"--architectures: {a!r} is not one of "
+                                  f"{', '.join(ARCHITECTURES)}")
+        for e in ExperimentsConfig.items(self.grid.audio_encoders):
+            if e not in AUDIO_KINDS:
+                raise ConfigError(f"--audio-encoders: {e!r} is not one of "
+                                  f"{', '.join(AUDIO_KINDS)}")
+        if not self.grid.seed_list():
+            raise ConfigError("--seeds: give at least one seed")
+
+    def folds(self) -> list[int]:
+        every = self.base.split == "speaker" and self.grid.all_folds
+        return list(range(self.base.folds)) if every else [0]
+
+    def audio_spec(self, kind: str) -> str:
+        return {"wav2vec2": self.grid.wav2vec2, "vggish": self.grid.vggish}.get(kind, "")
+
+
+def scored(result: RunResult, dataset: str) -> tuple[SetKey, dict]:
+    """What a grid cell reports: the dataset's held-out test part, else its validation part."""
+    for sets, part in ((result.test, "test"), (result.val, "val")):
+        if SetKey(dataset, part) in sets:
+            return SetKey(dataset, part), sets[SetKey(dataset, part)]
+    raise ConfigError(f"{dataset}: the run has neither a test nor a validation part")
+
+
+def run_grid(options: GridOptions, progress: bool = True,
+             say: Callable[[str], None] = print) -> str:
+    options.check()
+    base, grid = options.base, options.grid
+    out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
-    featurizers = Featurizers(FeatureCache(Path(cache_dir)) if cache_dir else FeatureCache())
-    text_variants = [("plain", None)] + ([("self-aligned", aligned)] if aligned else [])
-    fold_list = list(range(folds)) if (split == "speaker" and all_folds) else [0]
-    rows, start = [], time.perf_counter()
-    command = command_line()
-    for audio in (audio_encoders if use_audio else audio_encoders[:1]):
-        for arch in architectures:
+    featurizers = Featurizers(FeatureCache(Path(base.cache_dir)) if base.cache_dir
+                              else FeatureCache())
+    text_variants = [("plain", None)] + ([("self-aligned", base.aligned_weights)]
+                                         if base.aligned_weights else [])
+    fold_list, seeds = options.folds(), list(grid.seed_list())
+    audio_encoders = ExperimentsConfig.items(grid.audio_encoders)
+    rows, start, part = [], time.perf_counter(), ""
+    command = base.command or command_line()
+    for audio in (audio_encoders if base.use_audio else audio_encoders[:1]):
+        for arch in ExperimentsConfig.items(grid.architectures):
             for text_name, text_weights in text_variants:
                 runs = []
                 for fold in fold_list:
                     for seed in seeds:
                         name = f"{arch}_{audio}_{text_name}_fold{fold}_seed{seed}"
-                        cfg = TrainConfig(architecture=arch, batch_size=batch_size, epochs=epochs,
-                                          patience=patience, seed=seed)
-                        if train_overrides:
-                            cfg = replace(cfg, **train_overrides)
-                        opts = RunOptions(
-                            dataset=dataset, data_dir=str(data_dir), out=str(out / "runs" / name),
-                            classes=classes, split=split, fold=fold, folds=folds,
-                            audio_encoder=audio, audio_spec=(audio_specs or {}).get(audio, ""),
-                            text_encoder=text_encoder, aligned_weights=text_weights,
-                            use_audio=use_audio, use_text=use_text, text_data=text_data,
-                            cache_dir=cache_dir, allow_absolute_paths=allow_absolute_paths,
-                            model_id=name, command=command, packed_features=packed_features,
-                            train=cfg)
+                        opts = replace(base, out=str(out / "runs" / name), fold=fold,
+                                       audio_encoder=audio, audio_spec=options.audio_spec(audio),
+                                       aligned_weights=text_weights, model_id=name,
+                                       command=command,
+                                       train=replace(base.train, architecture=arch, seed=seed))
                         say(f"== {name}")
                         result = run(opts, featurizers, progress=progress, say=say)
-                        scored = {k: v for k, v in result.test.items() if "(" not in k} or \
-                            {k: v for k, v in result.val.items() if "(" not in k
-                             and k.startswith(dataset)}
-                        part, metrics = next(iter(scored.items()))
-                        runs.append({"fold": fold, "seed": seed, "part": part,
+                        key, metrics = scored(result, base.dataset)
+                        part = key.part
+                        runs.append({"fold": fold, "seed": seed, "part": key.name,
                                      "best_epoch": result.result.best_epoch,
                                      "seconds": round(result.seconds, 1),
                                      **{m: metrics[m] for m in METRICS},
                                      "count": metrics["count"]})
                 row = {"model": NAMES[arch] + ("" if text_name == "plain" or arch in
                                                ("server", "3m-ser") else " (self-aligned)"),
-                       "architecture": arch, "audio": audio if use_audio else "-",
-                       "text": text_name if use_text else "-", "runs": runs,
+                       "architecture": arch, "audio": audio if base.use_audio else "-",
+                       "text": text_name if base.use_text else "-", "runs": runs,
                        "part": runs[0]["part"]}
                 for m in METRICS:
                     row[m] = mean_std([r[m] for r in runs])
                 rows.append(row)
                 (out / "results.json").write_text(json.dumps(
-                    {"command": command, "dataset": dataset, "split": split, "rows": rows},
-                    indent=2) + "\n")
-    table = results_table(rows, dataset, split, len(fold_list), list(seeds))
+                    {"command": command, "dataset": base.dataset, "split": base.split,
+                     "rows": rows}, indent=2) + "\n")
+    caption = (f"{base.dataset}, split {base.split}, scored on {part} ({len(fold_list)} fold(s) "
+               f"x seeds {seeds}; mean ± std)")
+    table = results_table(rows, caption)
     (out / "results.md").write_text(f"{table}\n\nCommand: `{command}` "
                                     f"({time.perf_counter() - start:.0f} s)\n")
     return table
 
 
-def results_table(rows: list[dict], dataset: str, split: str, n_folds: int,
-                  seeds: list[int]) -> str:
-    part = rows[0]["part"] if rows else ""
-    lines = [f"{dataset}, split {split}, scored on {part.split('/')[-1]} "
-             f"({n_folds} fold(s) x seeds {seeds}; mean ± std)", "",
+def results_table(rows: list[dict], caption: str) -> str:
+    lines = [caption, "",
              "| model | audio | text encoder | accuracy | weighted F1 | macro F1 | balanced acc |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:

@@ -26,7 +26,6 @@ from mersa_stream.errors import ConfigError, InputError
 
 from .data import Record
 
-AUDIO_ENCODERS = ("whisper", "wav2vec2", "vggish")
 DEFAULT_CACHE = Path(os.environ.get("MERSA_CACHE", Path.home() / ".cache" / "mersa" / "features"))
 
 
@@ -114,7 +113,7 @@ class FeatureCache:
             todo.append((i, path))
         iterator = range(0, len(todo), batch_size)
         if progress is not None and todo:
-            iterator = progress(iterator, total=math_ceil(len(todo), batch_size),
+            iterator = progress(iterator, total=-(-len(todo) // batch_size),
                                 desc=f"encoding {modality}")
         for b in iterator:
             chunk = todo[b:b + batch_size]
@@ -133,49 +132,37 @@ class FeatureCache:
         return result
 
 
-def math_ceil(a: int, b: int) -> int:
-    return -(-a // b)
-
-
 # ---------------------------------------------------------------------------------- encoders
 
 class AudioFeaturizer:
-    """One audio encoder (whisper states of the ASR model, wav2vec2 or VGGish) + its cache key."""
+    """One audio encoder (a kind of `mersa_stream.encoders.registry`) + its cache key.
+
+    `packed_gap`: the features `analyze --pack` gives (kind "whisper" only). `augment` + `view`:
+    the features of one augmented copy of each clip (view k of a clip is always the same copy).
+    """
 
     def __init__(self, kind: str, spec: str, compute_type: str = "int8",
-                 packed_gap: float | None = None):
-        from mersa_stream.asr import WhisperAsr
-        from mersa_stream.config import AsrConfig
-        from mersa_stream.resolve import resolve_asr, resolve_file, resolve_transformers
+                 packed_gap: float | None = None, augment=None, view: int = 0):
+        from mersa_stream.encoders.registry import AsrStatesEncoder, audio_kind, resolve_audio
 
-        if kind not in AUDIO_ENCODERS:
-            raise ConfigError(f"audio encoder {kind!r}: one of {', '.join(AUDIO_ENCODERS)}")
-        self.kind, self.spec = kind, spec
+        self.kind, self.spec = kind, spec or audio_kind(kind).default_spec
+        resolved = resolve_audio(kind, self.spec, require=False)
+        settings: dict = {}
         if kind == "whisper":
-            resolved = resolve_asr(spec)
-            self.encoder = WhisperAsr(resolved, AsrConfig(), device="cpu",
-                                      compute_type=compute_type)
-            self.encode = self.encoder.encoder_states
+            self.encoder = AsrStatesEncoder(resolved, compute_type=compute_type,
+                                            packed_gap=packed_gap)
             settings = {"compute_type": compute_type}
-            if packed_gap is not None:  # the features of `analyze --pack`
-                self.encode = lambda audios: self.encoder.encoder_states_packed(audios, packed_gap)
+            if packed_gap is not None:
                 settings["packed_gap"] = packed_gap
-        elif kind == "wav2vec2":
-            from mersa_stream.encoders.wav2vec2 import Wav2Vec2Encoder
-
-            resolved = resolve_transformers(spec, "audio encoder", "--audio-encoder")
-            self.encoder = Wav2Vec2Encoder(resolved.path)
-            self.encode = self.encoder.encode
-            settings = {}
         else:
-            from mersa_stream.encoders.vggish import VGGishEncoder
-
-            resolved = resolve_file(spec, "audio encoder", "--audio-encoder") if spec else None
-            self.encoder = VGGishEncoder(resolved.path if resolved else None)
-            self.encode = self.encoder.encode
-            settings = {}
+            if packed_gap is not None:
+                raise ConfigError(f"packed features: only for the whisper kind, not {kind}")
+            self.encoder = audio_kind(kind).build(resolved, "cpu")
+        self.augment, self.view = augment, view
+        if augment is not None:
+            settings["augment"] = {"recipe": augment.describe(), "view": view}
         self.dim = int(self.encoder.dim)
-        self.key = {"modality": "audio", "kind": kind, "spec": spec, "dim": self.dim,
+        self.key = {"modality": "audio", "kind": kind, "spec": self.spec, "dim": self.dim,
                     "weights": folder_fingerprint(resolved.path if resolved else None),
                     "settings": settings}
 
@@ -185,10 +172,13 @@ class AudioFeaturizer:
         audios = []
         for r in records:
             try:
-                audios.append(load_audio(r.audio))
+                audio = load_audio(r.audio)
             except InputError as exc:
                 raise InputError(f"{r.id}: {exc.message}") from None
-        return self.encode(audios)
+            if self.augment is not None:
+                audio = self.augment(audio, seed=int(digest([r.id, self.view])[:8], 16))
+            audios.append(audio)
+        return self.encoder.encode(audios)
 
 
 class TextFeaturizer:

@@ -4,7 +4,8 @@ The lab's recipe: Adam (lr 1e-4), StepLR(step 30, gamma 0.1), dropout 0.5, up to
 early stopping on validation. Padded batches with masks by default (same maths as batch size 1,
 which is offered too). Modality dropout: with probability `text_dropout` / `audio_dropout` a
 training example that has both modalities loses one of them (never both), so a one-modality input
-at run time still gets a sensible label.
+at run time still gets a sensible label. Every setting is a key of the config tree's [train]
+section (mersa_stream/config.py: `TrainConfig`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -21,9 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from mersa_stream.fusion import FusionConfig, FusionModel, pad_sequences
+from mersa_stream.config import TrainConfig  # the settings: the config tree's [train]
+from mersa_stream.fusion import FusionModel, pad_sequences
 
-from .metrics import compute_metrics, format_metrics
+from .metrics import compute_metrics
 
 
 @dataclass
@@ -32,35 +34,6 @@ class Example:
     audio: np.ndarray  # (S, Da); (0, Da) = no audio
     label: int
     id: str = ""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    architecture: str = "mersa-xattn"
-    hidden: int = 128
-    heads: int = 8
-    dropout: float = 0.5
-    attention_dropout: float = 0.1
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    step_size: int = 30
-    gamma: float = 0.1
-    epochs: int = 200
-    patience: int = 20
-    min_epochs: int = 5
-    batch_size: int = 32  # 1 = the paper's unpadded batches
-    text_dropout: float = 0.15
-    audio_dropout: float = 0.15
-    class_weights: str = "none"  # none | balanced
-    select: str = "accuracy"  # validation metric for early stopping (higher is better)
-    max_audio_frames: int = 1500
-    extra_per_epoch: int = 0  # extra text-only examples drawn per epoch (0 = all of them)
-    pair_text: float = 0.0  # share of audio examples given the text of an extra same-label one
-    seed: int = 0
-    threads: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def collate(batch: Sequence[Example], text_dim: int, audio_dim: int, max_audio: int,
@@ -97,12 +70,15 @@ def batches(examples: Sequence[Example], size: int, rng: random.Random | None):
     return out
 
 
-def predict(model: FusionModel, examples: Sequence[Example], text_dim: int, audio_dim: int,
-            batch_size: int = 64, max_audio: int = 1500, drop: str | None = None) -> np.ndarray:
-    """Class probabilities (N, C); `drop` = "text" or "audio" masks that modality."""
+def predict_logits(model: FusionModel, examples: Sequence[Example], text_dim: int,
+                   audio_dim: int, batch_size: int = 64, max_audio: int = 1500,
+                   drop: str | None = None) -> np.ndarray:
+    """Raw logits (N, C), before the temperature (the one batching loop: `predict` and
+    `calibration.calibrate` both use it); `drop` = "text" or "audio" masks that modality."""
     model.eval()
     out = []
-    order = sorted(range(len(examples)), key=lambda i: (len(examples[i].audio), len(examples[i].text)))
+    order = sorted(range(len(examples)),
+                   key=lambda i: (len(examples[i].audio), len(examples[i].text)))
     with torch.inference_mode():
         for b in range(0, len(order), batch_size):
             idx = order[b:b + batch_size]
@@ -111,16 +87,35 @@ def predict(model: FusionModel, examples: Sequence[Example], text_dim: int, audi
                 tm[:] = False
             elif drop == "audio":
                 am[:] = False
-            out.append((idx, torch.softmax(model(t, tm, a, am).float(), -1).numpy()))
-    probs = np.zeros((len(examples), model.config.num_classes), np.float32)
-    for idx, p in out:
-        probs[idx] = p
-    return probs
+            out.append((idx, model(t, tm, a, am).float().numpy()))
+    logits = np.zeros((len(examples), model.config.num_classes), np.float32)
+    for idx, z in out:
+        logits[idx] = z
+    return logits
+
+
+def predict(model: FusionModel, examples: Sequence[Example], text_dim: int, audio_dim: int,
+            batch_size: int = 64, max_audio: int = 1500, drop: str | None = None,
+            logits: bool = False) -> np.ndarray:
+    """Class probabilities (N, C) as `FusionModel.predict_proba` gives them: softmax of the
+    logits divided by `model.config.temperature`. `logits=True`: the raw logits instead
+    (`predict_logits`). `drop` = "text" or "audio" masks that modality."""
+    z = predict_logits(model, examples, text_dim, audio_dim, batch_size, max_audio, drop)
+    if logits:
+        return z
+    temperature = float(getattr(model.config, "temperature", 1.0))
+    return torch.softmax(torch.from_numpy(z) / temperature, -1).numpy()
+
+
+def metrics_from_probs(examples: Sequence[Example], probs: np.ndarray, labels) -> dict:
+    """The four metrics, confusion matrix, count and ECE of predictions `probs` (N, C)."""
+    return compute_metrics([e.label for e in examples], probs.argmax(1).tolist(), labels,
+                           probs=probs)
 
 
 def evaluate_examples(model, examples, labels, text_dim, audio_dim, max_audio=1500, drop=None):
     probs = predict(model, examples, text_dim, audio_dim, max_audio=max_audio, drop=drop)
-    return compute_metrics([e.label for e in examples], probs.argmax(1).tolist(), labels)
+    return metrics_from_probs(examples, probs, labels)
 
 
 def pair_with_text(train: Sequence[Example], extra: Sequence[Example], share: float,
@@ -144,6 +139,52 @@ def pair_with_text(train: Sequence[Example], extra: Sequence[Example], share: fl
     return out
 
 
+def pair_with_neutral_voice(extra: Sequence[Example], train: Sequence[Example], share: float,
+                            neutral: int, rng: random.Random) -> list[Example]:
+    """Text-only examples that take the voice of a neutral audio clip (keeping their label):
+    nothing else teaches the model that a calm or flat voice saying emotional words should be
+    labelled by the words, which is the synthetic-voice case and much of real speech."""
+    voices = [e for e in train if e.label == neutral and len(e.audio)]
+    if share <= 0 or not voices:
+        return list(extra)
+    return [Example(e.text, rng.choice(voices).audio, e.label, e.id + "+neutral-voice")
+            if len(e.text) and not len(e.audio) and rng.random() < share else e for e in extra]
+
+
+def corpus_of(example: Example) -> str:
+    return example.id.split("/", 1)[0]
+
+
+def balance_corpora(train: Sequence[Example], rng: random.Random) -> list[Example]:
+    """Each corpus resampled (with replacement) up to the largest one's size, so one corpus's
+    voices do not dominate an epoch."""
+    by_corpus: dict[str, list[Example]] = {}
+    for e in train:
+        by_corpus.setdefault(corpus_of(e), []).append(e)
+    if len(by_corpus) < 2:
+        return list(train)
+    largest = max(len(v) for v in by_corpus.values())
+    out = []
+    for examples in by_corpus.values():
+        out += examples + [rng.choice(examples) for _ in range(largest - len(examples))]
+    return out
+
+
+def training_loss(model: FusionModel, batch, loss_fn: nn.Module, aux_weight: float
+                  ) -> torch.Tensor:
+    """Cross-entropy of the model's output; for a gated model plus its one-modality heads' losses
+    on the rows where that modality is present (each head must stand alone)."""
+    t, tm, a, am, y = batch
+    if not hasattr(model, "branch_logits"):
+        return loss_fn(model(t, tm, a, am), y)
+    out = model.branch_logits(t, tm, a, am)
+    loss = loss_fn(out["final"], y)
+    for branch, present in (("text", tm.any(1)), ("audio", am.any(1))):
+        if aux_weight > 0 and present.any():
+            loss = loss + aux_weight * loss_fn(out[branch][present], y[present])
+    return loss
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -161,9 +202,9 @@ class TrainResult:
 
 
 def train_fusion(train: Sequence[Example], val: dict[str, Sequence[Example]], labels: list[str],
-                 text_dim: int, audio_dim: int, config: TrainConfig = TrainConfig(),
+                 text_dim: int, audio_dim: int, config: TrainConfig | None = None,
                  log_path: Path | None = None, progress: bool = True,
-                 describe: str = "", extra: Sequence[Example] = ()) -> TrainResult:
+                 extra: Sequence[Example] = (), audio_layers: int = 1) -> TrainResult:
     """Train one fusion model; keep the weights of the best validation epoch.
 
     `extra`: further training examples (text-only data such as MELD next to RAVDESS); each epoch
@@ -175,13 +216,11 @@ def train_fusion(train: Sequence[Example], val: dict[str, Sequence[Example]], la
     """
     from tqdm import tqdm
 
+    config = config or TrainConfig()
     if config.threads:
         torch.set_num_threads(config.threads)
     seed_everything(config.seed)
-    fusion = FusionConfig(architecture=config.architecture, text_dim=text_dim, audio_dim=audio_dim,
-                          num_classes=len(labels), hidden=config.hidden, heads=config.heads,
-                          dropout=config.dropout, attention_dropout=config.attention_dropout)
-    model = FusionModel.build(fusion)
+    model = FusionModel.build(config.fusion(text_dim, audio_dim, len(labels), audio_layers))
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr,
                                  weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size,
@@ -197,21 +236,26 @@ def train_fusion(train: Sequence[Example], val: dict[str, Sequence[Example]], la
     log = open(log_path, "w", encoding="utf-8") if log_path else None
     best_score, best_loss, best_state, best_epoch, best_val = -math.inf, math.inf, None, 0, {}
     history, since_best, start = [], 0, time.perf_counter()
-    epochs = tqdm(range(1, config.epochs + 1), desc=describe or "training", disable=not progress,
+    epochs = tqdm(range(1, config.epochs + 1), desc=config.architecture, disable=not progress,
                   leave=False, dynamic_ncols=True)
     try:
         for epoch in epochs:
             model.train()
             total, seen = 0.0, 0
             epoch_set = pair_with_text(train, extra, config.pair_text, rng)
+            if config.balance_corpora:
+                epoch_set = balance_corpora(epoch_set, rng)
             if extra:
                 k = config.extra_per_epoch
-                epoch_set += list(extra) if k <= 0 or k >= len(extra) else rng.sample(list(extra), k)
+                drawn = list(extra) if k <= 0 or k >= len(extra) else rng.sample(list(extra), k)
+                epoch_set += pair_with_neutral_voice(drawn, train, config.pair_neutral,
+                                                     labels.index("neutral")
+                                                     if "neutral" in labels else -1, rng)
             for idx in batches(epoch_set, config.batch_size, rng):
-                t, tm, a, am, y = collate([epoch_set[i] for i in idx], text_dim, audio_dim,
-                                          config.max_audio_frames, rng, config.text_dropout,
-                                          config.audio_dropout)
-                loss = loss_fn(model(t, tm, a, am), y)
+                batch = collate([epoch_set[i] for i in idx], text_dim, audio_dim,
+                                config.max_audio_frames, rng, config.text_dropout,
+                                config.audio_dropout)
+                loss = training_loss(model, batch, loss_fn, config.aux_weight)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -224,7 +268,7 @@ def train_fusion(train: Sequence[Example], val: dict[str, Sequence[Example]], la
                                 max_audio=config.max_audio_frames)
                 y = np.array([e.label for e in examples])
                 val_loss += float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-9, 1)).mean())
-                val_metrics[name] = compute_metrics(y.tolist(), probs.argmax(1).tolist(), labels)
+                val_metrics[name] = metrics_from_probs(examples, probs, labels)
             val_loss /= max(1, len(val))
             score = float(np.mean([m[config.select] for m in val_metrics.values()]))
             row = {"epoch": epoch, "train_loss": total / max(1, seen), "val_loss": val_loss,
@@ -237,7 +281,8 @@ def train_fusion(train: Sequence[Example], val: dict[str, Sequence[Example]], la
             if log:
                 log.write(json.dumps(row) + "\n")
                 log.flush()
-            if score > best_score + 1e-9 or (abs(score - best_score) <= 1e-9 and val_loss < best_loss):
+            tied = abs(score - best_score) <= 1e-9
+            if score > best_score + 1e-9 or (tied and val_loss < best_loss):
                 best_score, best_loss, best_epoch, best_val = score, val_loss, epoch, val_metrics
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 since_best = 0
@@ -255,6 +300,3 @@ def train_fusion(train: Sequence[Example], val: dict[str, Sequence[Example]], la
     model.eval()
     return TrainResult(model, best_epoch, best_val, history, time.perf_counter() - start)
 
-
-def summary(result: TrainResult) -> str:
-    return "; ".join(f"{name}: {format_metrics(m)}" for name, m in result.val_metrics.items())

@@ -1,5 +1,6 @@
 """The paper's four figures (accuracy = WA, weighted F1, macro F1, balanced accuracy = UA) and the
-confusion matrix, from label indices."""
+confusion matrix, from label indices; with the class probabilities also the expected calibration
+error (`ece`, train/calibration.py)."""
 
 from __future__ import annotations
 
@@ -7,18 +8,24 @@ from typing import Sequence
 
 import numpy as np
 
-METRICS = ("accuracy", "weighted_f1", "macro_f1", "balanced_accuracy")
+from mersa_stream.config import METRICS  # the four, as [train] select offers them
+
+from .calibration import expected_calibration_error
 
 
-def compute_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[str]) -> dict:
-    from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix,
-                                 f1_score)
+def compute_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[str],
+                    probs=None) -> dict:
+    """`probs` (N, C), optional: the probabilities the predictions came from; adds "ece"."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
     y_true, y_pred = np.asarray(y_true, int), np.asarray(y_pred, int)
     k = list(range(len(labels)))
     if len(y_true) == 0:
-        return {m: float("nan") for m in METRICS} | {"count": 0, "labels": list(labels),
-                                                      "confusion": [[0] * len(k) for _ in k]}
+        out = {m: float("nan") for m in METRICS} | {"count": 0, "labels": list(labels),
+                                                     "confusion": [[0] * len(k) for _ in k]}
+        if probs is not None:
+            out["ece"] = float("nan")
+        return out
     present = sorted(set(y_true.tolist()))  # balanced accuracy over the classes that occur
     recalls = [float(np.mean(y_pred[y_true == c] == c)) for c in present]
     out = {
@@ -32,7 +39,8 @@ def compute_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequen
         "labels": list(labels),
         "confusion": confusion_matrix(y_true, y_pred, labels=k).tolist(),
     }
-    del balanced_accuracy_score
+    if probs is not None:
+        out["ece"] = expected_calibration_error(probs, y_true)
     return out
 
 
@@ -46,7 +54,8 @@ def format_confusion(metrics: dict) -> str:
 
 
 def format_metrics(metrics: dict) -> str:
-    return "  ".join(f"{m} {metrics[m]:.3f}" for m in METRICS) + f"  (n={metrics['count']})"
+    shown = METRICS + (("ece",) if "ece" in metrics else ())
+    return "  ".join(f"{m} {metrics[m]:.3f}" for m in shown) + f"  (n={metrics['count']})"
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import shlex
-import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -14,72 +12,38 @@ import numpy as np
 from mersa_stream.checkpoint import Checkpoint, EncoderSpec, save_checkpoint
 from mersa_stream.config import RuntimeConfig
 from mersa_stream.errors import ConfigError
-from mersa_stream.resolve import DEFAULT_TEXT_ENCODER
 
-from .data import Record, class_counts, labels_for, load_dataset, make_split
+from .data import Record, class_counts, labels_for, load_corpora, load_dataset, make_split
 from .features import AudioFeaturizer, FeatureCache, TextFeaturizer, encode_records
-from .fusion_train import Example, TrainConfig, TrainResult, evaluate_examples, train_fusion
+from .fusion_train import Example, TrainResult, evaluate_examples, predict, train_fusion
 from .metrics import METRICS, format_metrics
+from .options import RunOptions, SetKey, TextData, command_line
+
+# RunOptions, SetKey, TextData, command_line: defined apart (options.py, torch-free), used here
+__all__ = ["RunOptions", "RunResult", "SetKey", "TextData", "command_line", "run"]
 
 LICENCES = {
     "meld": "MELD (Poria et al. 2019), GPL-3.0",
     "ravdess": "RAVDESS (Livingstone & Russo 2018), CC BY-NC-SA 4.0",
     "iemocap": "IEMOCAP (Busso et al. 2008), USC licence: research use only, not redistributable",
+    "emodb": "EmoDB (Burkhardt et al. 2005), CC0-1.0 as distributed by its maintainers",
     "manifest": "user-supplied data (licence of the user's corpus)",
 }
-AUDIO_SPECS = {"whisper": "tiny.en", "wav2vec2": "facebook/wav2vec2-base", "vggish": ""}
-
-
-@dataclass(frozen=True)
-class TextData:
-    """An extra text-only dataset (e.g. MELD transcripts) mixed into training."""
-    dataset: str
-    data_dir: str
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    dataset: str
-    data_dir: str
-    out: str | None = None
-    classes: str = "4"
-    split: str = "speaker"
-    fold: int = 0
-    folds: int = 5
-    split_seed: int = 0
-    audio_encoder: str = "whisper"
-    audio_spec: str = ""
-    text_encoder: str = DEFAULT_TEXT_ENCODER
-    text_max_tokens: int = 64
-    aligned_weights: str | None = None  # folder/file with self-aligned text-encoder tensors
-    use_audio: bool = True
-    use_text: bool = True
-    text_data: tuple[TextData, ...] = ()
-    cache_dir: str | None = None
-    allow_absolute_paths: bool = False
-    model_id: str = ""
-    command: str = ""
-    packed_features: bool = False  # also train on the audio features of `analyze --pack`
-    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 @dataclass
 class RunResult:
     result: TrainResult
-    val: dict[str, dict]
-    test: dict[str, dict]
+    val: dict[SetKey, dict]
+    test: dict[SetKey, dict]
     checkpoint: Path | None
     labels: list[str]
-    counts: dict[str, dict]
+    counts: dict[SetKey, dict]
     seconds: float
     cache_lines: list[str]
 
 
 PACK_GAP_S = RuntimeConfig().pack_gap_s
-
-
-def command_line() -> str:
-    return "mersa " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
 def load_aligned(path: str | None) -> dict:
@@ -103,10 +67,17 @@ class Featurizers:
         self._audio: dict = {}
         self._text: dict = {}
 
-    def audio(self, kind: str, spec: str, packed_gap: float | None = None) -> AudioFeaturizer:
-        key = (kind, spec, packed_gap)
+    def audio(self, kind: str, spec: str, packed_gap: float | None = None, view: int = 0
+              ) -> AudioFeaturizer:
+        key = (kind, spec, packed_gap, view)
         if key not in self._audio:
-            self._audio[key] = AudioFeaturizer(kind, spec, packed_gap=packed_gap)
+            augment = None
+            if view:
+                from .augment import Augmenter
+
+                augment = Augmenter()
+            self._audio[key] = AudioFeaturizer(kind, spec, packed_gap=packed_gap,
+                                               augment=augment, view=view)
         return self._audio[key]
 
     def text(self, spec: str, aligned: str | None, max_tokens: int) -> TextFeaturizer:
@@ -121,7 +92,8 @@ def to_examples(records: Sequence[Record], labels: list[str], text_feats, audio_
     index = {label: i for i, label in enumerate(labels)}
     out = []
     for r, t, a in zip(records, text_feats, audio_feats):
-        t = t if (use_text and t is not None and r.text.strip()) else np.zeros((0, text_dim), np.float16)
+        if not (use_text and t is not None and r.text.strip()):
+            t = np.zeros((0, text_dim), np.float16)
         a = a if (use_audio and a is not None) else np.zeros((0, audio_dim), np.float16)
         out.append(Example(t, a, index[r.label], r.id))
     return out
@@ -131,16 +103,69 @@ def featurize(records, featurizers: Featurizers, opts: RunOptions, progress=None
     text_f = featurizers.text(opts.text_encoder, opts.aligned_weights, opts.text_max_tokens)
     texts = encode_records(records, text_f, "text", featurizers.cache, 64, progress) \
         if opts.use_text else [None] * len(records)
+    audio_f = featurizers.audio(opts.audio_encoder, opts.audio_spec_or_default)
     if opts.use_audio and any(r.audio for r in records):
-        audio_f = featurizers.audio(opts.audio_encoder, opts.audio_spec or
-                                    AUDIO_SPECS[opts.audio_encoder])
         audios = encode_records(records, audio_f, "audio", featurizers.cache, 8, progress)
-        audio_dim = audio_f.dim
     else:
-        audios, audio_dim = [None] * len(records), (
-            featurizers.audio(opts.audio_encoder, opts.audio_spec or
-                              AUDIO_SPECS[opts.audio_encoder]).dim)
-    return texts, audios, text_f.dim, audio_dim
+        audios = [None] * len(records)
+    return texts, audios, text_f.dim, audio_f.dim
+
+
+def audio_layers(featurizers: Featurizers, opts: RunOptions) -> int:
+    """How many encoder layers the audio features hold side by side (FusionConfig.audio_layers)."""
+    encoder = featurizers.audio(opts.audio_encoder, opts.audio_spec_or_default).encoder
+    return int(getattr(encoder, "layers", 1))
+
+
+def load_run_records(opts: RunOptions) -> list[Record]:
+    if "+" in opts.dataset:
+        return load_corpora(opts.dataset.split("+"), (opts.data_dir,) + opts.more_data_dirs,
+                            opts.classes, opts.allow_absolute_paths)
+    return load_dataset(opts.dataset, opts.data_dir, opts.classes, opts.allow_absolute_paths)
+
+
+def augmented_views(train_set: list[Example], records: Sequence[Record], featurizers: Featurizers,
+                    opts: RunOptions, progress) -> list[Example]:
+    """`opts.augment_views` more copies of the training clips, each through a random channel
+    (noise, room, telephone band, codec, gain): the voices of calls are not the studio's."""
+    out = []
+    for view in range(1, opts.augment_views + 1):
+        f = featurizers.audio(opts.audio_encoder, opts.audio_spec_or_default, view=view)
+        feats = encode_records(records, f, "audio", featurizers.cache, 8, progress)
+        out += [replace(e, audio=a, id=f"{e.id}#aug{view}")
+                for e, a in zip(train_set, feats) if len(e.audio)]
+    return out
+
+
+def evaluation_sets(opts: RunOptions, labels: list[str]) -> dict[SetKey, list[Record]]:
+    """The run's records by set: its dataset's train/val/test parts, each corpus's held-out
+    speakers on their own (dataset a+b), the parts of the text-only --text-data and the
+    --voice-data (training only)."""
+    records = load_run_records(opts)
+    splits = make_split(opts.dataset, records, opts.split, opts.fold, opts.folds, opts.split_seed)
+    if not splits["train"] or not splits["val"]:
+        raise ConfigError(f"{opts.dataset}: the {opts.split} split leaves no training or "
+                          f"validation data")
+    sets = {SetKey(opts.dataset, part): v for part, v in splits.items() if v}
+    if "+" in opts.dataset:
+        for corpus in opts.dataset.split("+"):
+            sets[SetKey(corpus, "test")] = [r for r in splits["test"] if r.dataset == corpus]
+    for extra in opts.text_data:
+        if labels_for(extra.dataset, opts.classes) != labels:
+            raise ConfigError(f"--text-data {extra.dataset}: its labels differ from "
+                              f"{opts.dataset}'s")
+        extra_records = load_dataset(extra.dataset, extra.data_dir, opts.classes)
+        extra_split = make_split(extra.dataset, extra_records,
+                                 "official" if extra.dataset == "meld" else "random",
+                                 seed=opts.split_seed)
+        # text only: the audio of an extra text dataset is never used
+        for part, v in extra_split.items():
+            if v:
+                sets[SetKey(extra.dataset, part)] = [replace(r, audio=None) for r in v]
+    for extra in opts.voice_data:  # with its audio, all of it for training
+        sets[SetKey(f"{extra.dataset} voices", "train")] = load_dataset(
+            extra.dataset, extra.data_dir, opts.classes, opts.allow_absolute_paths)
+    return sets
 
 
 def run(opts: RunOptions, featurizers: Featurizers | None = None, progress: bool = True,
@@ -152,158 +177,182 @@ def run(opts: RunOptions, featurizers: Featurizers | None = None, progress: bool
                                              else FeatureCache())
     bar = tqdm if progress else None
     labels = labels_for(opts.dataset, opts.classes)
-    records = load_dataset(opts.dataset, opts.data_dir, opts.classes, opts.allow_absolute_paths)
-    splits = make_split(opts.dataset, records, opts.split, opts.fold, opts.folds, opts.split_seed)
-    if not splits["train"] or not splits["val"]:
-        raise ConfigError(f"{opts.dataset}: the {opts.split} split leaves no training or "
-                          f"validation data")
-    sets = {f"{opts.dataset}/{k}": v for k, v in splits.items() if v}
-    for extra in opts.text_data:
-        extra_labels = labels_for(extra.dataset, opts.classes)
-        if extra_labels != labels:
-            raise ConfigError(f"--text-data {extra.dataset}: its labels differ from {opts.dataset}'s")
-        extra_records = load_dataset(extra.dataset, extra.data_dir, opts.classes)
-        extra_split = make_split(extra.dataset, extra_records, "official" if extra.dataset == "meld"
-                                 else "random", seed=opts.split_seed)
-        # text only: the audio of an extra text dataset is never used
-        for k, v in extra_split.items():
-            if v:
-                sets[f"{extra.dataset}/{k}"] = [replace(r, audio=None) for r in v]
-    counts = {name: class_counts(v) for name, v in sets.items()}
-    examples: dict[str, list[Example]] = {}
+    sets = evaluation_sets(opts, labels)
+    main = {part: SetKey(opts.dataset, part) for part in ("train", "val", "test")}
+    counts = {key: class_counts(v) for key, v in sets.items()}
+    examples: dict[SetKey, list[Example]] = {}
     text_dim = audio_dim = 0
-    for name, recs in sets.items():
+    for key, recs in sets.items():
         texts, audios, text_dim, audio_dim = featurize(recs, featurizers, opts, bar)
-        examples[name] = to_examples(recs, labels, texts, audios, text_dim, audio_dim,
-                                     opts.use_text, opts.use_audio)
+        examples[key] = to_examples(recs, labels, texts, audios, text_dim, audio_dim,
+                                    opts.use_text, opts.use_audio)
     cache_lines = [s.line(f"{m} features") for m, s in featurizers.cache.stats.items()]
     for line in cache_lines:
         say(line)
-    train_set = examples[f"{opts.dataset}/train"]
+    train_set = examples[main["train"]]
     packed_f = None
     if opts.packed_features and opts.use_audio and opts.audio_encoder == "whisper":
         # the same clips once more, with the features `analyze --pack` computes (neighbours in
         # the window), so that one model serves both the packed and the per-utterance path
-        records = splits["train"]
-        packed_f = featurizers.audio("whisper", opts.audio_spec or AUDIO_SPECS["whisper"],
-                                     packed_gap=PACK_GAP_S)
-        packed = encode_records(records, packed_f, "audio", featurizers.cache, 8, bar)
+        packed_f = featurizers.audio("whisper", opts.audio_spec_or_default, packed_gap=PACK_GAP_S)
+        packed = encode_records(sets[main["train"]], packed_f, "audio", featurizers.cache, 8, bar)
         train_set = train_set + [replace(e, audio=a, id=e.id + "#packed")
                                  for e, a in zip(train_set, packed) if len(e.audio)]
-    extra_set = [e for n, v in examples.items() if n.endswith("/train")
-                 and not n.startswith(f"{opts.dataset}/") for e in v]
-    val_sets = {n: v for n, v in examples.items() if n.endswith("/val")}
-    test_sets = {n: v for n, v in examples.items() if n.endswith("/test")}
+    if opts.augment_views and opts.use_audio:
+        train_set = train_set + augmented_views(examples[main["train"]], sets[main["train"]],
+                                                featurizers, opts, bar)
+    extra_set = [e for key, v in examples.items()
+                 if key.part == "train" and key.dataset != opts.dataset for e in v]
+    val_sets = {key: v for key, v in examples.items() if key.part == "val"}
+    test_sets = {key: v for key, v in examples.items() if key.part == "test"}
     log_path = None
     if opts.out:
         Path(opts.out).mkdir(parents=True, exist_ok=True)
         log_path = Path(opts.out) / "train_log.jsonl"
-    result = train_fusion(train_set, val_sets, labels, text_dim, audio_dim, opts.train,
-                          log_path=log_path, progress=progress,
-                          describe=f"{opts.train.architecture} {opts.audio_encoder}",
-                          extra=extra_set)
+    result = train_fusion(train_set, {key.name: v for key, v in val_sets.items()}, labels,
+                          text_dim, audio_dim, opts.train, log_path=log_path, progress=progress,
+                          extra=extra_set, audio_layers=audio_layers(featurizers, opts))
     cfg = opts.train
-    val = {n: evaluate_examples(result.model, v, labels, text_dim, audio_dim,
-                                cfg.max_audio_frames) for n, v in val_sets.items()}
-    test = {n: evaluate_examples(result.model, v, labels, text_dim, audio_dim,
-                                 cfg.max_audio_frames) for n, v in test_sets.items()}
-    if packed_f is not None and splits.get("test"):
-        name = f"{opts.dataset}/test"
-        feats = encode_records(splits["test"], packed_f, "audio", featurizers.cache, 8, bar)
-        test[f"{name} (packed windows)"] = evaluate_examples(
-            result.model, [replace(e, audio=a) for e, a in zip(test_sets[name], feats)], labels,
-            text_dim, audio_dim, cfg.max_audio_frames)
+    if opts.calibrate and val_sets:
+        from .calibration import calibrate
+
+        temperature = calibrate(result.model, [e for v in val_sets.values() for e in v],
+                                text_dim, audio_dim, cfg.max_audio_frames)
+        say(f"calibration: temperature {temperature:.3f} (fitted on the validation speakers)")
+
+    def score(examples: Sequence[Example], drop: str | None = None) -> dict:
+        return evaluate_examples(result.model, examples, labels, text_dim, audio_dim,
+                                 cfg.max_audio_frames, drop=drop)
+
+    val = {key: score(v) for key, v in val_sets.items()}
+    test = {key: score(v) for key, v in test_sets.items()}
+    if packed_f is not None and main["test"] in test_sets:
+        feats = encode_records(sets[main["test"]], packed_f, "audio", featurizers.cache, 8, bar)
+        test[main["test"]._replace(variant="packed windows")] = score(
+            [replace(e, audio=a) for e, a in zip(test_sets[main["test"]], feats)])
     # one-modality behaviour (the runtime meets both)
-    for n, v in list(test_sets.items()) + list(val_sets.items()):
-        if any(len(e.audio) for e in v) and any(len(e.text) for e in v):
-            target = test if n in test_sets else val
-            target[f"{n} (audio only)"] = evaluate_examples(result.model, v, labels, text_dim,
-                                                            audio_dim, cfg.max_audio_frames,
-                                                            drop="text")
-    for name, m in {**val, **test}.items():
-        say(f"{name}: {format_metrics(m)}")
-    ckpt_path = None
+    for target, evaluated in ((test, test_sets), (val, val_sets)):
+        for key, v in evaluated.items():
+            if any(len(e.audio) for e in v) and any(len(e.text) for e in v):
+                target[key._replace(variant="audio only")] = score(v, drop="text")
+    for key, m in {**val, **test}.items():
+        say(f"{key.name}: {format_metrics(m)}")
+    if opts.out and main["test"] in test_sets:
+        from .calibration import reliability_diagram
+
+        held_out = test_sets[main["test"]]
+        reliability_diagram(predict(result.model, held_out, text_dim, audio_dim,
+                                    max_audio=cfg.max_audio_frames),
+                            [e.label for e in held_out], Path(opts.out) / "reliability.png",
+                            title=f"{opts.dataset} test (held-out speakers)")
+    done = RunResult(result, val, test, None, labels, counts, 0.0, cache_lines)
     if opts.out:
-        aligned = load_aligned(opts.aligned_weights)
-        audio_spec = opts.audio_spec or AUDIO_SPECS[opts.audio_encoder]
-        ckpt = Checkpoint(
-            model=result.model, labels=labels,
-            text_encoder=EncoderSpec("bert", opts.text_encoder, text_dim,
-                                     {"max_tokens": opts.text_max_tokens}),
-            audio_encoder=EncoderSpec(opts.audio_encoder, audio_spec, audio_dim),
-            model_id=opts.model_id or Path(opts.out).name, text_encoder_weights=aligned,
-            metadata={"command": opts.command or command_line(), "best_epoch": result.best_epoch,
-                      "train": cfg.to_dict(), "dataset": opts.dataset, "split": opts.split,
-                      "fold": opts.fold, "folds": opts.folds,
-                      "text_data": [asdict(t) for t in opts.text_data],
-                      "self_aligned": bool(aligned),
-                      "metrics": {"val": _short(val), "test": _short(test)}})
-        ckpt_path = save_checkpoint(ckpt, opts.out, model_card(opts, result, val, test, counts,
-                                                                labels))
-        for f in Path(opts.out).iterdir():
-            if f.is_file():
-                f.chmod(0o644)
-    return RunResult(result, val, test, ckpt_path, labels, counts,
-                     time.perf_counter() - start, cache_lines)
+        done.checkpoint = save_run(opts, done, text_dim, audio_dim)
+    done.seconds = time.perf_counter() - start
+    return done
 
 
-def _short(metrics: dict[str, dict]) -> dict:
-    return {n: {k: round(m[k], 4) for k in METRICS} | {"count": m["count"]}
-            for n, m in metrics.items()}
+def save_run(opts: RunOptions, done: RunResult, text_dim: int, audio_dim: int) -> Path:
+    """The checkpoint of a run: weights, encoders, metadata (settings, metrics) and model card."""
+    aligned = load_aligned(opts.aligned_weights)
+    result = done.result
+    ckpt = Checkpoint(
+        model=result.model, labels=done.labels,
+        text_encoder=EncoderSpec("bert", opts.text_encoder, text_dim,
+                                 {"max_tokens": opts.text_max_tokens}),
+        audio_encoder=EncoderSpec(opts.audio_encoder, opts.audio_spec_or_default, audio_dim),
+        model_id=opts.model_id or Path(opts.out).name, text_encoder_weights=aligned,
+        metadata={"command": opts.command or command_line(), "best_epoch": result.best_epoch,
+                  "train": opts.train.to_dict(), "dataset": opts.dataset, "split": opts.split,
+                  "fold": opts.fold, "folds": opts.folds,
+                  "text_data": [asdict(t) for t in opts.text_data],
+                  "voice_data": [asdict(t) for t in opts.voice_data],
+                  "self_aligned": bool(aligned),
+                  "metrics": {"val": _short(done.val), "test": _short(done.test)}})
+    path = save_checkpoint(ckpt, opts.out, model_card(opts, done))
+    for f in Path(opts.out).iterdir():
+        if f.is_file():
+            f.chmod(0o644)
+    return path
 
 
-def _table(metrics: dict[str, dict]) -> str:
-    rows = ["| set | n | accuracy | weighted F1 | macro F1 | balanced acc |",
-            "|---|---|---|---|---|---|"]
-    for name, m in metrics.items():
-        rows.append(f"| {name} | {m['count']} | " +
-                    " | ".join(f"{m[k]:.3f}" for k in METRICS) + " |")
+def _short(metrics: dict[SetKey, dict]) -> dict:
+    return {key.name: {k: round(m[k], 4) for k in METRICS + ("ece",) if k in m}
+            | {"count": m["count"]} for key, m in metrics.items()}
+
+
+def _table(metrics: dict[SetKey, dict]) -> str:
+    rows = ["| set | n | accuracy | weighted F1 | macro F1 | balanced acc | ECE |",
+            "|---|---|---|---|---|---|---|"]
+    for key, m in metrics.items():
+        rows.append(f"| {key.name} | {m['count']} | " +
+                    " | ".join(f"{m[k]:.3f}" for k in METRICS) + f" | {m.get('ece', 0):.3f} |")
     return "\n".join(rows)
 
 
-def model_card(opts: RunOptions, result: TrainResult, val, test, counts, labels) -> str:
-    cfg = opts.train
-    datasets = [opts.dataset] + [t.dataset for t in opts.text_data]
+def model_card(opts: RunOptions, done: RunResult) -> str:
+    cfg, result, labels = opts.train, done.result, done.labels
+    # every corpus of a combined dataset (ravdess+emodb) has its own licence
+    datasets = opts.dataset.split("+") + [t.dataset for t in opts.text_data]
     licences = "\n".join(f"- {LICENCES[d]}" for d in dict.fromkeys(datasets))
     research = any(d in ("meld", "ravdess", "iemocap") for d in datasets)
-    count_lines = "\n".join(f"- {n}: " + ", ".join(f"{k} {v}" for k, v in c.items())
-                            for n, c in counts.items())
+    count_lines = "\n".join(f"- {key.name}: " + ", ".join(f"{k} {v}" for k, v in c.items())
+                            for key, c in done.counts.items())
+    aligned = " + self-aligned tensors in text_encoder.safetensors" if opts.aligned_weights else ""
+    batching = "padded with masks" if cfg.batch_size > 1 else "unpadded"
+    folders = "`, `".join((opts.data_dir,) + opts.more_data_dirs)
+    fold = f" (fold {opts.fold} of {opts.folds})" if opts.split == "speaker" else ""
+    extra = "".join(f"Extra text-only data: `{t.dataset}` from `{t.data_dir}` (its audio is not "
+                    "used). " for t in opts.text_data)
+    extra += "".join(f"Extra training data with its audio: `{t.dataset}` from `{t.data_dir}`. "
+                     for t in opts.voice_data)
+    research_note = ("\nTrained on corpora licensed for research/non-commercial use (and GPL-3.0 "
+                     "data): use this model\nfor research only." if research else "")
+    temperature = result.model.config.temperature
+    calibration = ("Probabilities are calibrated by temperature scaling on the validation "
+                   f"speakers (temperature\n{temperature:.3f})" if opts.calibrate else
+                   "Probabilities are not calibrated (`--no-calibrate`: temperature\n"
+                   f"{temperature:.3f})")
     return f"""# {opts.model_id or Path(opts.out).name}
 
 Speech emotion recognition fusion model (MERSA family), architecture `{cfg.architecture}`,
 labels {labels}.
 
-- Audio encoder: `{opts.audio_encoder}` `{opts.audio_spec or AUDIO_SPECS[opts.audio_encoder]}` (frozen)
-- Text encoder: `{opts.text_encoder}` (frozen in fusion training){' + self-aligned tensors in text_encoder.safetensors' if opts.aligned_weights else ''}
-- Training: Adam lr {cfg.lr}, StepLR({cfg.step_size}, {cfg.gamma}), dropout {cfg.dropout}, batch {cfg.batch_size}
-  ({'padded with masks' if cfg.batch_size > 1 else 'unpadded'}), up to {cfg.epochs} epochs, early stopping on
-  validation {cfg.select} (patience {cfg.patience}); best epoch {result.best_epoch}; modality dropout
+- Audio encoder: `{opts.audio_encoder}` `{opts.audio_spec_or_default}` (frozen)
+- Text encoder: `{opts.text_encoder}` (frozen in fusion training){aligned}
+- Training: Adam lr {cfg.lr}, StepLR({cfg.step_size}, {cfg.gamma}), dropout {cfg.dropout}, \
+batch {cfg.batch_size}
+  ({batching}), up to {cfg.epochs} epochs, early stopping on
+  validation {cfg.select} (patience {cfg.patience}); best epoch {result.best_epoch}; \
+modality dropout
   text {cfg.text_dropout} / audio {cfg.audio_dropout}; cross-corpus text pairing {cfg.pair_text};
-  seed {cfg.seed}.
+  neutral-voice pairing {cfg.pair_neutral}; augmented views {opts.augment_views}; \
+seed {cfg.seed}.
 
 ## Data
 
-Dataset `{opts.dataset}` from `{opts.data_dir}`, split `{opts.split}`{f' (fold {opts.fold} of {opts.folds})' if opts.split == 'speaker' else ''}.
-{''.join(f'Extra text-only data: `{t.dataset}` from `{t.data_dir}` (its audio is not used).' for t in opts.text_data)}
+Dataset `{opts.dataset}` from `{folders}`, split `{opts.split}`{fold}.
+{extra}
 
 {count_lines}
 
 ## Licences
 
 {licences}
-{'''
-Trained on corpora licensed for research/non-commercial use (and GPL-3.0 data): use this model
-for research only.''' if research else ''}
+{research_note}
 
 ## Metrics
 
 Validation (used for early stopping: optimistic):
 
-{_table(val)}
+{_table(done.val)}
 
 Held-out test:
 
-{_table(test) if test else '(no test set)'}
+{_table(done.test) if done.test else '(no test set)'}
+
+{calibration}; `reliability.png` is the held-out test set's reliability
+diagram where there is one.
 
 ## Command
 

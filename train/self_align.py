@@ -17,40 +17,18 @@ Outputs (a folder): `text_encoder.safetensors`, `align_log.jsonl`, `tsne_before.
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
+from mersa_stream.config import AlignConfig, RuntimeConfig  # AlignConfig: the tree's [align]
 from mersa_stream.errors import ConfigError
 
 from .data import Record
-
-
-@dataclass(frozen=True)
-class AlignConfig:
-    epochs: int = 2
-    per_class: int = 8  # batch = per_class x classes
-    lr: float = 2e-5
-    weight_decay: float = 0.01
-    top_layers: int = 2  # 0 = the whole encoder
-    alpha: float = 2.0
-    beta: float = 50.0
-    base: float = 0.5
-    miner: str = "multisimilarity"  # multisimilarity | triplet
-    miner_epsilon: float = 0.1
-    ce_weight: float = 0.0  # optional auxiliary cross-entropy head (0 = pure metric learning)
-    max_tokens: int = 64
-    seed: int = 0
-    tsne_points: int = 800
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def usable_texts(records: Sequence[Record]) -> list[Record]:
@@ -108,9 +86,6 @@ class SplitEncoder:
         if self.cut == 0:  # everything trains, embeddings included
             for p in model.parameters():
                 p.requires_grad_(True)
-
-    def trainable_names(self) -> list[str]:
-        return [n for n, p in self.model.named_parameters() if p.requires_grad]
 
     def bottom(self, batch) -> torch.Tensor:
         with torch.no_grad():
@@ -190,22 +165,24 @@ def changed_tensors(model, base_state: dict[str, torch.Tensor]) -> dict[str, tor
 
 
 def self_align(train: Sequence[Record], val: Sequence[Record], labels: list[str],
-               encoder_path: str | Path, out: Path, config: AlignConfig = AlignConfig(),
-               say: Callable[[str], None] = print, progress: bool = True,
-               encoder=None) -> Path:
-    """Fine-tune the text encoder with MultiSimilarityLoss; write the changed tensors to `out`."""
+               encoder, out: Path, config: AlignConfig | None = None, seed: int = 0,
+               say: Callable[[str], None] = print, progress: bool = True) -> Path:
+    """Fine-tune the text encoder with MultiSimilarityLoss; write the changed tensors to `out`.
+
+    `encoder`: a `TextEncoder`, or the folder of one (read with the runtime's token limit)."""
     from pytorch_metric_learning import losses, miners
     from safetensors.torch import save_file
     from tqdm import tqdm
 
     from mersa_stream.encoders.text import TextEncoder
 
+    config = config or AlignConfig()
     start = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    random.seed(config.seed)
-    torch.manual_seed(config.seed)
-    rng = random.Random(config.seed)
+    random.seed(seed)
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
     index = {label: i for i, label in enumerate(labels)}
     train = usable_texts(train)
     val = usable_texts(val)
@@ -213,17 +190,19 @@ def self_align(train: Sequence[Record], val: Sequence[Record], labels: list[str]
         raise ConfigError("self-align: no training utterances with an unambiguous text")
     texts = [r.text for r in train]
     y = [index[r.label] for r in train]
-    encoder = encoder or TextEncoder(encoder_path, config.max_tokens)
+    if not isinstance(encoder, TextEncoder):
+        encoder = TextEncoder(encoder, RuntimeConfig().text_max_tokens)
     base_state = {k: v.detach().clone() for k, v in encoder.model.state_dict().items()}
 
     # before: linear probe + t-SNE of the validation texts
     vis = val if val else train
     vis_idx = list(range(len(vis)))
-    random.Random(config.seed).shuffle(vis_idx)
+    random.Random(seed).shuffle(vis_idx)
     vis_idx = vis_idx[:config.tsne_points]
     vis_texts = [vis[i].text for i in vis_idx]
     vis_y = np.array([index[vis[i].label] for i in vis_idx])
-    report: dict = {"config": config.to_dict(), "train_texts": len(train), "val_texts": len(val)}
+    report: dict = {"config": config.to_dict(), "seed": seed, "train_texts": len(train),
+                    "val_texts": len(val)}
 
     def snapshot(stage: str) -> None:
         """Linear probe on validation and a t-SNE picture, before or after the alignment."""
@@ -319,25 +298,24 @@ def self_align(train: Sequence[Record], val: Sequence[Record], labels: list[str]
 
 
 def align_for_run(opts, config: AlignConfig, out: Path, say=print) -> Path:
-    """The self-align stage of `mersa train`: train texts of the run's dataset (+ --text-data)."""
+    """The self-align stage of `mersa train`: train texts of the run's dataset (+ --text-data),
+    with the run's seed and text token limit."""
+    from mersa_stream.encoders.text import TextEncoder
     from mersa_stream.resolve import resolve_transformers
 
     from .data import labels_for, load_dataset, make_split
+    from .pipeline import load_run_records
 
     labels = labels_for(opts.dataset, opts.classes)
-    train, val = [], []
-    sources = [(opts.dataset, opts.data_dir, opts.split)] + \
-        [(t.dataset, t.data_dir, "official" if t.dataset == "meld" else "random")
-         for t in opts.text_data]
-    for dataset, data_dir, split in sources:
-        records = load_dataset(dataset, data_dir, opts.classes, opts.allow_absolute_paths)
-        parts = make_split(dataset, records, split, opts.fold, opts.folds, opts.split_seed)
+    parts = make_split(opts.dataset, load_run_records(opts), opts.split, opts.fold, opts.folds,
+                       opts.split_seed)
+    train, val = list(parts["train"]), list(parts["val"])
+    for t in opts.text_data:
+        records = load_dataset(t.dataset, t.data_dir, opts.classes)
+        parts = make_split(t.dataset, records, "official" if t.dataset == "meld" else "random",
+                           seed=opts.split_seed)
         train += parts["train"]
         val += parts["val"]
     path = resolve_transformers(opts.text_encoder, "text encoder", "--text-encoder").path
-    config = AlignConfig(**{**config.to_dict(), "max_tokens": opts.text_max_tokens})
-    return self_align(train, val, labels, path, out, config, say=say)
-
-
-def math_ceil(a: int, b: int) -> int:
-    return math.ceil(a / b)
+    encoder = TextEncoder(path, opts.text_max_tokens)
+    return self_align(train, val, labels, encoder, out, config, seed=opts.train.seed, say=say)

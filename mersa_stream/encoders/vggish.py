@@ -116,7 +116,8 @@ class VGGish(nn.Module):
             if v == "M":
                 layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
             else:
-                layers += [nn.Conv2d(channels, int(v), kernel_size=3, padding=1), nn.ReLU(inplace=True)]
+                layers += [nn.Conv2d(channels, int(v), kernel_size=3, padding=1),
+                           nn.ReLU(inplace=True)]
                 channels = int(v)
         self.features = nn.Sequential(*layers)
         self.embeddings = nn.Sequential(
@@ -164,7 +165,9 @@ def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
     return state
 
 
-def _check_state_dict(path: Path, state: Mapping[str, torch.Tensor], expected: dict[str, torch.Size]) -> None:
+def _check_state_dict(
+    path: Path, state: Mapping[str, torch.Tensor], expected: dict[str, torch.Size]
+) -> None:
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
@@ -172,8 +175,12 @@ def _check_state_dict(path: Path, state: Mapping[str, torch.Tensor], expected: d
         if missing:
             parts.append(f"missing {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}")
         if unexpected:
-            parts.append(f"unexpected {', '.join(unexpected[:4])}{' ...' if len(unexpected) > 4 else ''}")
-        raise ModelError(f"VGGish weights {path.name}: keys do not match VGGish ({'; '.join(parts)})")
+            parts.append(
+                f"unexpected {', '.join(unexpected[:4])}{' ...' if len(unexpected) > 4 else ''}"
+            )
+        raise ModelError(
+            f"VGGish weights {path.name}: keys do not match VGGish ({'; '.join(parts)})"
+        )
     for key, shape in expected.items():
         if tuple(state[key].shape) != tuple(shape):
             raise ModelError(
@@ -181,7 +188,9 @@ def _check_state_dict(path: Path, state: Mapping[str, torch.Tensor], expected: d
                 f"expected {tuple(shape)}"
             )
         if not state[key].is_floating_point():
-            raise ModelError(f"VGGish weights {path.name}: {key} has non-float dtype {state[key].dtype}")
+            raise ModelError(
+                f"VGGish weights {path.name}: {key} has non-float dtype {state[key].dtype}"
+            )
 
 
 class VGGishEncoder:
@@ -210,7 +219,9 @@ class VGGishEncoder:
                 model.load_state_dict(state, strict=True, assign=True)
             except RuntimeError as exc:
                 cause = " ".join(str(exc).split())[:200]
-                raise ModelError(f"VGGish weights {path.name}: does not fit VGGish ({cause})") from exc
+                raise ModelError(
+                    f"VGGish weights {path.name}: does not fit VGGish ({cause})"
+                ) from exc
         self.model = model.to(self.device).eval()
 
     def encode(self, audios: Sequence[np.ndarray]) -> list[np.ndarray]:
