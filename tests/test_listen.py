@@ -119,7 +119,8 @@ def test_file_source_matches_analyze(data):
 
 def test_sigterm_mid_stream_keeps_every_finished_utterance(data):
     out_file = data["folder"] / "sigterm.jsonl"
-    proc = subprocess.Popen([*MERSA, "listen", "--input", str(data["wav"]), "--realtime",
+    speed = 0.5  # half real time: the models load while the file plays, with room to spare
+    proc = subprocess.Popen([*MERSA, "listen", "--input", str(data["wav"]), "--speed", str(speed),
                              "--quiet", "--output", str(out_file),
                              "--checkpoint", str(data["checkpoint"])],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -128,8 +129,11 @@ def test_sigterm_mid_stream_keeps_every_finished_utterance(data):
         while time.monotonic() < deadline and not (out_file.exists() and out_file.read_text()):
             time.sleep(0.05)
         assert out_file.read_text(), "no utterance emitted"
-        # the first sentence is out; the second (3.8-5.6 s) is being spoken: stop in the middle
-        time.sleep(1.0)
+        # the first sentence is out; stop in the middle of the second (3.8-5.6 s of audio): when
+        # that is comes from the first record (its speech ended `latency.total` before emission)
+        first = read_jsonl(out_file.read_text())[0]
+        playback_start = first["emitted_at"] - first["latency"]["total"] - first["end"] / speed
+        time.sleep(max(0.0, playback_start + 4.7 / speed - time.time()))
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
     finally:
