@@ -13,6 +13,7 @@ import threading
 import time
 import zlib
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, ContextManager, Sequence
 
@@ -97,6 +98,10 @@ class Recognizer:
                 raise ModelError(f"{ckpt.path}: the model expects a {want}-d {role}, "
                                  f"the one configured gives {have}-d")
         self.model = ckpt.model.to(self.device).eval()
+        # the audio encoder (torch) runs beside the ASR (CTranslate2): neither fills both cores
+        # on its own (docs/results.md, "Speed")
+        self._audio_worker = ThreadPoolExecutor(1, thread_name_prefix="mersa-audio") \
+            if self.audio_encoder is not None else None
         self.labels = ckpt.labels
         self.stage_seconds: Counter[str] = Counter()  # cumulative, per stage (benchmarks, stats)
         self.model_id = ckpt.model_id
@@ -109,16 +114,18 @@ class Recognizer:
         """One batch, each utterance in its own Whisper window (listen, and analyze --no-pack)."""
         if not utterances:
             return []
+        ahead = self._audio_features_ahead(utterances)
         start = time.perf_counter()
         asr_out = self.asr.transcribe([u.audio for u in utterances])
         asr_time = time.perf_counter() - start
         return self._classify(utterances, [o.transcript for o in asr_out],
-                              [o.encoder_states for o in asr_out], asr_time)
+                              [o.encoder_states for o in asr_out], asr_time, ahead)
 
     def recognize_windows(self, windows: Sequence[Window]) -> list[EmotionResult]:
         """One batch of packed windows (see packing.py): one encoder pass and one decoding each."""
         if not windows:
             return []
+        ahead = self._audio_features_ahead([p.utterance for w in windows for p in w.placements])
         start = time.perf_counter()
         segments, states = self.asr.decode_windows([w.audio for w in windows])
         utterances, transcripts, frames = [], [], []
@@ -131,7 +138,7 @@ class Recognizer:
         redo = [i for i, t in enumerate(transcripts) if is_repetitive(t.text)]
         for i, out in zip(redo, self.asr.transcribe([utterances[i].audio for i in redo])):
             transcripts[i], frames[i] = out.transcript, out.encoder_states
-        return self._classify(utterances, transcripts, frames, time.perf_counter() - start)
+        return self._classify(utterances, transcripts, frames, time.perf_counter() - start, ahead)
 
     def audio_features(self, utterances: Sequence[Utterance], whisper_frames: Sequence[np.ndarray]
                        ) -> list[np.ndarray]:
@@ -142,21 +149,36 @@ class Recognizer:
             return list(whisper_frames)
         return self.audio_encoder.encode([u.audio for u in utterances])
 
-    def _classify(self, utterances, transcripts, whisper_frames, asr_time) -> list[EmotionResult]:
+    def _audio_features_ahead(self, utterances: Sequence[Utterance]) -> Future | None:
+        """The audio encoder started on the utterances' own audio, beside the ASR; None where the
+        features come out of the ASR pass itself. The future gives (features, seconds)."""
+        if self._audio_worker is None:
+            return None
+
+        def timed():
+            begun = time.perf_counter()
+            return self.audio_features(utterances, ()), time.perf_counter() - begun
+
+        return self._audio_worker.submit(timed)
+
+    def _classify(self, utterances, transcripts, whisper_frames, asr_time, ahead: Future | None
+                  ) -> list[EmotionResult]:
         from .fusion import pad_sequences
 
         clock = time.perf_counter
-        t1 = clock()
-        audio_frames = self.audio_features(utterances, whisper_frames)
-        t2 = clock()
+        if ahead is None:
+            audio_frames, audio_time = self.audio_features(utterances, whisper_frames), 0.0
+        else:
+            audio_frames, audio_time = ahead.result()
+        text_start = clock()
         text_states, text_mask = self.text_encoder.encode([t.text for t in transcripts])
-        t3 = clock()
+        fusion_start = clock()
         audio, audio_mask = pad_sequences(audio_frames, self.checkpoint.audio_encoder.dim)
         probs = self.model.predict_proba(text_states.float(), text_mask, audio.to(self.device),
                                          audio_mask.to(self.device)).cpu().numpy()
-        t4 = clock()
-        timings = {"asr": asr_time, "audio_encoder": t2 - t1, "text_encoder": t3 - t2,
-                   "fusion": t4 - t3}
+        done = clock()
+        timings = {"asr": asr_time, "audio_encoder": audio_time,
+                   "text_encoder": fusion_start - text_start, "fusion": done - fusion_start}
         self.stage_seconds.update(timings)
         return [self._result(u, t, p, timings) for u, t, p in zip(utterances, transcripts, probs)]
 
