@@ -1,5 +1,6 @@
-"""Utterances -> EmotionResults: ASR (whose encoder pass gives the Whisper audio features),
-text encoder, fusion model. Built once from the config and the checkpoint it names.
+"""Utterances -> EmotionResults: ASR, audio features (the checkpoint's audio encoder, run beside
+the ASR; or, for the "whisper" kind, the ASR pass's own encoder states), text encoder, fusion
+model. Built once from the config and the checkpoint it names.
 
 Start-up: `resolve_models` finds every model and reads the checkpoint's header without loading a
 weight or importing torch (what `mersa models` shows, and what `analyze`/`listen` check before they

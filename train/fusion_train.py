@@ -95,16 +95,12 @@ def predict_logits(model: FusionModel, examples: Sequence[Example], text_dim: in
 
 
 def predict(model: FusionModel, examples: Sequence[Example], text_dim: int, audio_dim: int,
-            batch_size: int = 64, max_audio: int = 1500, drop: str | None = None,
-            logits: bool = False) -> np.ndarray:
+            batch_size: int = 64, max_audio: int = 1500, drop: str | None = None) -> np.ndarray:
     """Class probabilities (N, C) as `FusionModel.predict_proba` gives them: softmax of the
-    logits divided by `model.config.temperature`. `logits=True`: the raw logits instead
-    (`predict_logits`). `drop` = "text" or "audio" masks that modality."""
+    logits divided by `model.config.temperature`. `drop` = "text" or "audio" masks that
+    modality."""
     z = predict_logits(model, examples, text_dim, audio_dim, batch_size, max_audio, drop)
-    if logits:
-        return z
-    temperature = float(getattr(model.config, "temperature", 1.0))
-    return torch.softmax(torch.from_numpy(z) / temperature, -1).numpy()
+    return torch.softmax(torch.from_numpy(z) / model.config.temperature, -1).numpy()
 
 
 def metrics_from_probs(examples: Sequence[Example], probs: np.ndarray, labels) -> dict:
