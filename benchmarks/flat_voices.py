@@ -110,7 +110,7 @@ def build_set(meld_dir: str | Path, split: str, count: int, voices=None, out_dir
     the same mix of voices and speeds: the voice says nothing about the label."""
     import soundfile as sf
 
-    from train.data import load_meld
+    from mersa_stream.train.data import load_meld
 
     if not have_espeak():
         raise SystemExit("espeak-ng not found (apt-get install espeak-ng)")
@@ -170,7 +170,7 @@ def build_set(meld_dir: str | Path, split: str, count: int, voices=None, out_dir
 
 def evaluate_set(checkpoint: str | Path, manifest: Path, cache_dir=None,
                  progress: bool = False) -> dict[str, dict]:
-    from train.evaluate import evaluate_checkpoint
+    from mersa_stream.train.evaluate import evaluate_checkpoint
 
     out = {}
     for name, use_audio, use_text in (("fused", True, True), ("text", False, True),
@@ -207,7 +207,7 @@ def check_voices(meld_dir, split: str, voices, speeds, sentences: int, seed: int
     from mersa_stream.asr import WhisperAsr
     from mersa_stream.config import AsrConfig
     from mersa_stream.resolve import resolve_asr
-    from train.data import load_meld
+    from mersa_stream.train.data import load_meld
 
     chosen = sample_records(load_meld(meld_dir, "4", splits=[split]), 4 * sentences, seed)
     texts = [r.text for label in CLASSES for r in chosen[label]][:sentences * 4]

@@ -22,8 +22,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 def ravdess_utterances(data_dir: str, fold: int):
     from mersa_stream.decode import load_audio
+    from mersa_stream.train.data import load_dataset, make_split
     from mersa_stream.types import Utterance
-    from train.data import load_dataset, make_split
 
     records = make_split("ravdess", load_dataset("ravdess", data_dir, "4"), "speaker", fold)["test"]
     return [Utterance("ravdess", i, 0.0, 1.0, load_audio(r.audio), 0.0)

@@ -1,5 +1,5 @@
 """The `mersa` command: analyze, models, config. `listen`/`devices` (listen_cli.py) and the
-trainer's commands (train/cli.py) are attached by `register_commands()`."""
+trainer's commands (mersa_stream/train/cli.py) are attached by `register_commands()`."""
 
 from __future__ import annotations
 
@@ -468,7 +468,7 @@ def register_commands(args: Sequence[str] | None = None) -> None:
     listen_cli.register(app)
     if args and args[0] in RUNTIME_COMMANDS:
         return
-    from train import cli as train_cli  # `train`, `experiments`, `evaluate`
+    from mersa_stream.train import cli as train_cli  # `train`, `experiments`, `evaluate`
 
     train_cli.register(app)
 

@@ -89,13 +89,13 @@ class ListenConfig:
     speculate: bool = True
 
 
-# -- the trainer's sections (train/): `mersa train` and `mersa experiments` take their flags here --
+# -- the trainer's sections (mersa_stream/train/): `mersa train` and `mersa experiments` --
 
 # The fusion model's own hyper-parameters: [train] offers them, FusionConfig (fusion_config.py)
 # holds their defaults and is built from them (TrainConfig.fusion), so they are defined once.
 FUSION_HYPER_PARAMETERS = ("hidden", "heads", "dropout", "attention_dropout")
 _FUSION_FIELDS = {f.name: f for f in dataclasses.fields(FusionConfig)}
-# the validation metrics (train/metrics.py computes them; train.select picks one)
+# the validation metrics (mersa_stream/train/metrics.py computes them; train.select picks one)
 METRICS = ("accuracy", "weighted_f1", "macro_f1", "balanced_accuracy")
 
 
@@ -105,7 +105,7 @@ def _fusion_opt(name: str, *, range):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Fusion training (train/fusion_train.py): the lab's recipe by default."""
+    """Fusion training (mersa_stream/train/fusion_train.py): the lab's recipe by default."""
 
     architecture: str = _opt("mersa-xattn", choices=ARCHITECTURES)
     hidden: int = _fusion_opt("hidden", range=(1, 4096))

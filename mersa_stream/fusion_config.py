@@ -22,7 +22,7 @@ class FusionConfig:
     # learns a weighted sum of them (SUPERB). 1 = one layer, used as it is.
     audio_layers: int = 1
     # Logits are divided by this before the softmax: fitted on held-out speakers after training
-    # (temperature scaling, train/calibration.py); 1.0 = uncalibrated.
+    # (temperature scaling, mersa_stream/train/calibration.py); 1.0 = uncalibrated.
     temperature: float = 1.0
 
     def to_dict(self) -> dict:

@@ -9,8 +9,8 @@ import pytest
 
 from helpers import have_espeak, speak
 from mersa_stream.errors import ConfigError
-from train import augment
-from train.augment import (
+from mersa_stream.train import augment
+from mersa_stream.train.augment import (
     Augmenter,
     add_noise,
     available_codecs,

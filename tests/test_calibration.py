@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mersa_stream.fusion import FusionConfig, FusionModel
-from train.calibration import (
+from mersa_stream.train.calibration import (
     calibrate,
     expected_calibration_error,
     fit_temperature,
@@ -18,8 +18,8 @@ from train.calibration import (
     reliability_bins,
     reliability_diagram,
 )
-from train.fusion_train import Example, evaluate_examples, predict, predict_logits
-from train.metrics import compute_metrics, format_metrics
+from mersa_stream.train.fusion_train import Example, evaluate_examples, predict, predict_logits
+from mersa_stream.train.metrics import compute_metrics, format_metrics
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

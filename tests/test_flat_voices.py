@@ -56,7 +56,7 @@ def write_meld(folder: Path) -> Path:
 
 
 def test_build_set_balanced_audible_manifest(tmp_path):
-    from train.data import class_counts, load_manifest
+    from mersa_stream.train.data import class_counts, load_manifest
 
     flat = load_script()
     meld = write_meld(tmp_path / "meld")

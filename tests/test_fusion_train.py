@@ -4,7 +4,7 @@ import random
 
 import numpy as np
 
-from train.fusion_train import Example, collate, pair_with_text
+from mersa_stream.train.fusion_train import Example, collate, pair_with_text
 
 DIM = 8
 
@@ -37,7 +37,7 @@ def test_modality_dropout_hides_one_side_of_two_and_never_the_only_one():
 
 
 def test_neutral_voice_pairing_gives_text_only_examples_a_neutral_clip_and_keeps_their_label():
-    from train.fusion_train import pair_with_neutral_voice
+    from mersa_stream.train.fusion_train import pair_with_neutral_voice
 
     voices = [Example(np.zeros((1, DIM), np.float32), np.full((3, DIM), i, np.float32), i % 2,
                       f"ravdess/{i}") for i in range(10)]  # label 0 = neutral
@@ -53,7 +53,7 @@ def test_neutral_voice_pairing_gives_text_only_examples_a_neutral_clip_and_keeps
 
 
 def test_corpora_are_balanced_per_epoch():
-    from train.fusion_train import balance_corpora
+    from mersa_stream.train.fusion_train import balance_corpora
 
     train = [audio_example(i) for i in range(30)]
     train = [Example(e.text, e.audio, e.label, f"{'ravdess' if i < 24 else 'emodb'}/{i}")
@@ -68,7 +68,7 @@ def test_gated_training_loss_adds_the_one_modality_heads():
     import torch
 
     from mersa_stream.fusion import FusionConfig, FusionModel
-    from train.fusion_train import training_loss
+    from mersa_stream.train.fusion_train import training_loss
 
     torch.manual_seed(0)
     model = FusionModel.build(FusionConfig("mersa-gated", DIM, DIM, 2, hidden=8, heads=2)).eval()

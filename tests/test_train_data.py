@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mersa_stream.errors import ConfigError, InputError
-from train.data import (
+from mersa_stream.train.data import (
     LABELS_4,
     LABELS_6_IEMOCAP,
     class_counts,

@@ -18,10 +18,10 @@ import torch
 
 from mersa_stream.checkpoint import load_checkpoint
 from mersa_stream.resolve import resolve_transformers
-from train.data import LABELS_4, load_manifest
-from train.features import FeatureCache, TextFeaturizer, encode_records
-from train.fusion_train import TrainConfig
-from train.pipeline import Featurizers, RunOptions, SetKey, run
+from mersa_stream.train.data import LABELS_4, load_manifest
+from mersa_stream.train.features import FeatureCache, TextFeaturizer, encode_records
+from mersa_stream.train.fusion_train import TrainConfig
+from mersa_stream.train.pipeline import Featurizers, RunOptions, SetKey, run
 
 REPO = Path(__file__).resolve().parent.parent
 WORDS = {"neutral": "ordinary table window", "happy": "wonderful joy delight",
@@ -185,7 +185,12 @@ def test_self_align_changes_only_top_layers(corpus, encoders, tmp_path, ce_weigh
     from safetensors.torch import load_file
 
     from mersa_stream.encoders.text import TextEncoder
-    from train.self_align import AlignConfig, SplitEncoder, balanced_batches, self_align
+    from mersa_stream.train.self_align import (
+        AlignConfig,
+        SplitEncoder,
+        balanced_batches,
+        self_align,
+    )
 
     bert, _ = encoders
     records = load_manifest(corpus)
@@ -228,7 +233,7 @@ def mersa_in_process(*args):
     import typer
     from typer.testing import CliRunner
 
-    from train import cli
+    from mersa_stream.train import cli
 
     app = typer.Typer()
     cli.register(app)
@@ -252,7 +257,7 @@ def test_cli_evaluate_and_experiments(trained, corpus, tmp_path):
     saved_t = load_checkpoint(opts.out).model.config.temperature
     assert metrics["temperature"] == pytest.approx(saved_t)
     # the scripts' form (benchmarks/flat_voices.py): `split` is the part, `scheme` the scheme
-    from train.evaluate import evaluate_checkpoint
+    from mersa_stream.train.evaluate import evaluate_checkpoint
 
     same = evaluate_checkpoint(opts.out, "manifest", corpus, split="test", scheme="speaker",
                                folds=4, cache_dir=Path(opts.cache_dir), progress=False)
@@ -366,9 +371,9 @@ def test_two_corpora_whisper_layers_gated_recipe_end_to_end(encoders, tmp_path):
     architecture, augmentation, neutral-voice pairing of MELD-format text data and calibration:
     a loadable checkpoint with per-corpus test sets and both corpora's licences."""
     from mersa_stream.config import TrainConfig as Settings
+    from mersa_stream.train.calibration import T_MAX, T_MIN
+    from mersa_stream.train.pipeline import LICENCES
     from test_train_data import make_meld
-    from train.calibration import T_MAX, T_MIN
-    from train.pipeline import LICENCES
 
     bert, _ = encoders
     ravdess, emodb = write_two_corpora(tmp_path / "data")

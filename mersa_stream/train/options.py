@@ -1,5 +1,5 @@
 """What one training run is (`RunOptions`) and how its evaluation sets are named (`SetKey`):
-apart from train/pipeline.py, so that the command line can build them without importing torch."""
+apart from pipeline.py, so that the command line can build them without importing torch."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from mersa_stream.config import RuntimeConfig, TrainConfig
-from mersa_stream.resolve import DEFAULT_TEXT_ENCODER
+from ..config import RuntimeConfig, TrainConfig
+from ..resolve import DEFAULT_TEXT_ENCODER
 
 
 class SetKey(NamedTuple):
@@ -56,7 +56,7 @@ class RunOptions:
     command: str = ""
     packed_features: bool = False  # also train on the audio features of `analyze --pack`
     more_data_dirs: tuple[str, ...] = ()  # dataset "a+b": the folders of b, ... after data_dir
-    augment_views: int = 0  # augmented copies of each training clip (train/augment.py)
+    augment_views: int = 0  # augmented copies of each training clip (mersa_stream/train/augment.py)
     calibrate: bool = True  # temperature scaling on the validation speakers
     # extra training data used with its audio, all of it for training (e.g. synthetic voices
     # reading MELD sentences: benchmarks/flat_voices.py build --split train)
@@ -65,7 +65,7 @@ class RunOptions:
 
     @property
     def audio_spec_or_default(self) -> str:
-        from mersa_stream.encoders.registry import audio_kind
+        from ..encoders.registry import audio_kind
 
         return self.audio_spec or audio_kind(self.audio_encoder).default_spec
 

@@ -22,9 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from mersa_stream.config import TrainConfig  # the settings: the config tree's [train]
-from mersa_stream.fusion import FusionModel, pad_sequences
-
+from ..config import TrainConfig  # the settings: the config tree's [train]
+from ..fusion import FusionModel, pad_sequences
 from .metrics import compute_metrics
 
 

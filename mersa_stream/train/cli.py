@@ -25,10 +25,9 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from mersa_stream.cli import ConfigFlags, Flag, stderr, stdout, with_config_flags
-from mersa_stream.config import TrainConfig
-from mersa_stream.errors import ConfigError
-
+from ..cli import ConfigFlags, Flag, stderr, stdout, with_config_flags
+from ..config import TrainConfig
+from ..errors import ConfigError
 from .options import RunOptions, TextData
 
 # -- settings of the config tree -----------------------------------------------------------
@@ -207,8 +206,7 @@ def _corpora(dataset: str, data_dirs: List[Path]) -> str:
 def run_options(args: SimpleNamespace, train: TrainConfig | None = None, **fields) -> RunOptions:
     """The RunOptions of the flags `args` and the config tree's [train] settings `train`;
     `fields` (out ...) are set as given."""
-    from mersa_stream.encoders.registry import AUDIO_KINDS
-
+    from ..encoders.registry import AUDIO_KINDS
     from .data import default_split
     from .options import command_line
 

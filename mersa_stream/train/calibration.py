@@ -20,8 +20,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 import numpy as np
 
 if TYPE_CHECKING:
-    from mersa_stream.fusion import FusionModel
-
+    from ..fusion import FusionModel
     from .fusion_train import Example
 
 T_MIN, T_MAX = 0.05, 20.0

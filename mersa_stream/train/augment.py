@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import soxr
 
-from mersa_stream.errors import ConfigError
-from mersa_stream.types import SAMPLE_RATE
+from ..errors import ConfigError
+from ..types import SAMPLE_RATE
 
 # bump when an algorithm below changes, so feature caches keyed on describe() are invalidated
 AUGMENT_VERSION = 1

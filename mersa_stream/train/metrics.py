@@ -1,6 +1,6 @@
 """The paper's four figures (accuracy = WA, weighted F1, macro F1, balanced accuracy = UA) and the
 confusion matrix, from label indices; with the class probabilities also the expected calibration
-error (`ece`, train/calibration.py)."""
+error (`ece`, mersa_stream/train/calibration.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from mersa_stream.config import METRICS  # the four, as [train] select offers them
-
+from ..config import METRICS  # the four, as [train] select offers them
 from .calibration import expected_calibration_error
 
 

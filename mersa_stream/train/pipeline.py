@@ -9,10 +9,9 @@ from typing import Sequence
 
 import numpy as np
 
-from mersa_stream.checkpoint import Checkpoint, EncoderSpec, save_checkpoint
-from mersa_stream.config import RuntimeConfig
-from mersa_stream.errors import ConfigError
-
+from ..checkpoint import Checkpoint, EncoderSpec, save_checkpoint
+from ..config import RuntimeConfig
+from ..errors import ConfigError
 from .data import Record, class_counts, labels_for, load_corpora, load_dataset, make_split
 from .features import AudioFeaturizer, FeatureCache, TextFeaturizer, encode_records
 from .fusion_train import Example, TrainResult, evaluate_examples, predict, train_fusion

@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import fields
 from pathlib import Path
 
-from mersa_stream.checkpoint import load_checkpoint
-from mersa_stream.errors import ConfigError
-
+from ..checkpoint import load_checkpoint
+from ..errors import ConfigError
 from .data import default_split, make_split
 from .features import AudioFeaturizer, FeatureCache, TextFeaturizer, encode_records
 from .fusion_train import metrics_from_probs, predict

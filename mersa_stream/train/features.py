@@ -22,8 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from mersa_stream.errors import ConfigError, InputError
-
+from ..errors import ConfigError, InputError
 from .data import Record
 
 DEFAULT_CACHE = Path(os.environ.get("MERSA_CACHE", Path.home() / ".cache" / "mersa" / "features"))
@@ -143,7 +142,7 @@ class AudioFeaturizer:
 
     def __init__(self, kind: str, spec: str, compute_type: str = "int8",
                  packed_gap: float | None = None, augment=None, view: int = 0):
-        from mersa_stream.encoders.registry import AsrStatesEncoder, audio_kind, resolve_audio
+        from ..encoders.registry import AsrStatesEncoder, audio_kind, resolve_audio
 
         self.kind, self.spec = kind, spec or audio_kind(kind).default_spec
         resolved = resolve_audio(kind, self.spec, require=False)
@@ -167,7 +166,7 @@ class AudioFeaturizer:
                     "settings": settings}
 
     def __call__(self, records: list[Record]) -> list[np.ndarray]:
-        from mersa_stream.decode import load_audio
+        from ..decode import load_audio
 
         audios = []
         for r in records:
@@ -186,8 +185,8 @@ class TextFeaturizer:
 
     def __init__(self, spec: str, state_dict: dict[str, torch.Tensor] | None = None,
                  max_tokens: int = 64, encoder=None):
-        from mersa_stream.encoders.text import TextEncoder
-        from mersa_stream.resolve import resolve_transformers
+        from ..encoders.text import TextEncoder
+        from ..resolve import resolve_transformers
 
         resolved = resolve_transformers(spec, "text encoder", "--text-encoder")
         self.encoder = encoder or TextEncoder(resolved.path, max_tokens, state_dict=state_dict)

@@ -10,11 +10,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from mersa_stream.config import ExperimentsConfig
-from mersa_stream.encoders.registry import AUDIO_KINDS
-from mersa_stream.errors import ConfigError
-from mersa_stream.fusion import ARCHITECTURES
-
+from ..config import ExperimentsConfig
+from ..encoders.registry import AUDIO_KINDS
+from ..errors import ConfigError
+from ..fusion import ARCHITECTURES
 from .features import FeatureCache
 from .metrics import METRICS, mean_std
 from .pipeline import Featurizers, RunOptions, RunResult, SetKey, command_line, run

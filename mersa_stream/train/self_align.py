@@ -25,9 +25,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from mersa_stream.config import AlignConfig, RuntimeConfig  # AlignConfig: the tree's [align]
-from mersa_stream.errors import ConfigError
-
+from ..config import AlignConfig, RuntimeConfig  # AlignConfig: the tree's [align]
+from ..errors import ConfigError
 from .data import Record
 
 
@@ -174,7 +173,7 @@ def self_align(train: Sequence[Record], val: Sequence[Record], labels: list[str]
     from safetensors.torch import save_file
     from tqdm import tqdm
 
-    from mersa_stream.encoders.text import TextEncoder
+    from ..encoders.text import TextEncoder
 
     config = config or AlignConfig()
     start = time.perf_counter()
@@ -300,9 +299,8 @@ def self_align(train: Sequence[Record], val: Sequence[Record], labels: list[str]
 def align_for_run(opts, config: AlignConfig, out: Path, say=print) -> Path:
     """The self-align stage of `mersa train`: train texts of the run's dataset (+ --text-data),
     with the run's seed and text token limit."""
-    from mersa_stream.encoders.text import TextEncoder
-    from mersa_stream.resolve import resolve_transformers
-
+    from ..encoders.text import TextEncoder
+    from ..resolve import resolve_transformers
     from .data import labels_for, load_dataset, make_split
     from .pipeline import load_run_records
 

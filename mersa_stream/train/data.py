@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from mersa_stream.errors import ConfigError, InputError
+from ..errors import ConfigError, InputError
 
 DATASETS = ("meld", "iemocap", "ravdess", "emodb", "manifest")
 LABELS_4 = ["neutral", "happy", "sad", "anger"]
