@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 
 mode=${1:-install}
 VENV=${MERSA_VENV:-.venv}
-APT_PACKAGES=(portaudio19-dev espeak-ng sox ffmpeg pulseaudio pulseaudio-utils libasound2-plugins alsa-utils)
+APT_PACKAGES=(portaudio19-dev espeak-ng sox ffmpeg pulseaudio pulseaudio-utils libasound2-plugins alsa-utils
+              chromium chromium-driver)
 
 say() { printf '[setup] %s\n' "$*" >&2; }
 
