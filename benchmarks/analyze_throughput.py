@@ -1,13 +1,19 @@
 """Throughput of `analyze` with emotion vs faster-whisper's batched transcription alone.
 
-Both run on the same recording, the same loaded Whisper model and settings (tiny.en int8,
-beam 5; batch 8 for faster-whisper, config.toml's for mersa), models loaded before timing.
-`analyze` runs in both modes (one window per utterance, the default; `--pack`, utterances packed
-into shared 30 s windows); each is run `--repeats` times interleaved and the best wall time kept.
-Prints audio seconds per wall second for each and the ratio (the headline).
+Both run on the same recording (a generated conversation, benchmarks/conversations.py), the same
+loaded Whisper model and settings (tiny.en int8, beam 5; batch 8 for faster-whisper, config.toml's
+for mersa), models loaded before timing. Runs, interleaved, `--repeats` times each, best wall time
+kept:
+- faster-whisper `BatchedInferencePipeline.transcribe` (the baseline);
+- `mersa analyze` as shipped (30 s windows of consecutive utterances, words assigned by time);
+- the same transcripts without emotion (segmentation, windows, decoding, word assignment only):
+  the difference is what the emotion features cost;
+- with `--per-utterance`, also `analyze --no-pack` (one Whisper window per utterance).
+Prints audio seconds per wall second for each and the ratio to the baseline (the headline), and
+the ratio of the process's CPU seconds (all threads), steadier where other work shares the CPUs.
 
-    .venv/bin/python benchmarks/analyze_throughput.py            # 5-minute recording
-    .venv/bin/python benchmarks/analyze_throughput.py --minutes 1 --repeats 1
+    .venv/bin/python benchmarks/analyze_throughput.py            # ~5-minute conversation
+    .venv/bin/python benchmarks/analyze_throughput.py --sentences 20 --repeats 1
 
 Target (embedded defaults, 2-core CPU): ratio >= 0.90.
 """
@@ -16,31 +22,39 @@ from __future__ import annotations
 
 import argparse
 import collections
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+# as the `mersa` command sets it (cli.main), before torch and CTranslate2 start their threads;
+# the baseline runs in this same process, under the same setting
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from helpers import write_wav  # noqa: E402
-from listen_latency import build_recording  # noqa: E402
+from conversations import make_conversation  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=5.0)
+    parser.add_argument("--sentences", type=int, default=80, help="~3.8 s each with its gap")
+    parser.add_argument("--noise-db", type=float, default=-50.0)
+    parser.add_argument("--per-utterance", action="store_true",
+                        help="also time `analyze --no-pack` (slow)")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--checkpoint", default=str(ROOT / "models" / "default"))
+    parser.add_argument("--checkpoint", default="default")
     parser.add_argument("--device-type", default="cpu")
     parser.add_argument("--batch-size", type=int, default=None,
-                        help="mersa's (default: config.toml's batch_size / pack_batch_size)")
+                        help="mersa's (default: config.toml's pack_batch_size / batch_size)")
     parser.add_argument("--baseline-batch-size", type=int, default=8,
                         help="faster-whisper BatchedInferencePipeline's (its default: 8)")
     parser.add_argument("--input", help="an existing recording instead of a generated one")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        help="config override SECTION.KEY=VALUE (repeatable)")
     args = parser.parse_args()
 
     from faster_whisper import BatchedInferencePipeline
@@ -48,19 +62,22 @@ def main() -> None:
     from mersa_stream.allocator import cap_mmap_threshold
     from mersa_stream.config import load_config
     from mersa_stream.decode import stream_audio
-    from mersa_stream.pipeline import recognize_stream
+    from mersa_stream.packing import assign_words, pack
+    from mersa_stream.pipeline import batched as in_batches
+    from mersa_stream.pipeline import recognize_stream, segment
     from mersa_stream.recognizer import Recognizer
 
     cap_mmap_threshold()  # as the `mersa` command does
     if args.input:
         path = Path(args.input)
     else:
-        audio, count = build_recording(args.minutes)
-        path = write_wav(Path(tempfile.mkdtemp()) / "recording.wav", audio)
+        path, _ = make_conversation(Path(tempfile.mkdtemp()), args.sentences,
+                                    noise_db=args.noise_db)
     overrides = [f"models.checkpoint={args.checkpoint}", f"runtime.device_type={args.device_type}"]
     if args.batch_size:
         overrides += [f"runtime.batch_size={args.batch_size}",
                       f"runtime.pack_batch_size={args.batch_size}"]
+    overrides += args.overrides
     config = load_config(ROOT / "config.toml", overrides)
     recognizer = Recognizer(config)
     whisper = recognizer.asr.whisper  # the very same loaded model for the baseline
@@ -81,31 +98,49 @@ def main() -> None:
                                         pack_gap_s=config.runtime.pack_gap_s))
         return len(results), recognizer.stage_seconds - before
 
+    def transcripts_only():
+        from mersa_stream.segmenter import Segmenter
+
+        utterances = segment(stream_audio(path), Segmenter(config.segmenter, str(path)))
+        texts = []
+        for windows in in_batches(pack(utterances, gap_s=config.runtime.pack_gap_s),
+                                  config.runtime.batch_for(True)):
+            for window, decoded in zip(windows, recognizer.asr.decode_windows(
+                    [w.audio for w in windows])):
+                texts += assign_words(decoded.words, window.placements)
+        return len(texts), collections.Counter()
+
     runs = {"faster-whisper batched (transcript only)": baseline,
-            "mersa analyze (default: one window per utterance)": lambda: mersa(False),
-            "mersa analyze --pack (shared 30 s windows)": lambda: mersa(True)}
+            "mersa analyze (default: shared 30 s windows)": lambda: mersa(True),
+            "mersa analyze, transcripts only (no emotion)": transcripts_only}
+    if args.per_utterance:
+        runs["mersa analyze --no-pack (window per utterance)"] = lambda: mersa(False)
     best = {name: float("inf") for name in runs}
+    cpu = {name: float("inf") for name in runs}  # this process's CPU seconds, all threads
     extra = {}
     baseline()  # warm-up
     for _ in range(args.repeats):
         for name, run in runs.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             extra[name] = run()
             best[name] = min(best[name], time.perf_counter() - start)
+            cpu[name] = min(cpu[name], time.process_time() - start_cpu)
+    print(f"load average {os.getloadavg()[0]:.2f} (1 min) on {os.cpu_count()} CPUs")
     print(f"recording: {seconds:.1f} s ({path.name}); device {recognizer.device}, "
           f"compute {recognizer.asr.whisper.model.compute_type}, "
-          f"batch {config.runtime.batch_size}, "
-          f"--pack {config.runtime.pack_batch_size} windows, faster-whisper "
+          f"batch {config.runtime.pack_batch_size} windows (--no-pack "
+          f"{config.runtime.batch_size} utterances), faster-whisper "
           f"{args.baseline_batch_size}, "
           f"best of {args.repeats}")
     for name, wall in best.items():
-        print(f"  {name:45s} {seconds / wall:6.1f}x real time  ({wall:.1f} s)")
-    base = best["faster-whisper batched (transcript only)"]
+        print(f"  {name:50s} {seconds / wall:6.1f}x real time  ({wall:.1f} s wall, "
+              f"{cpu[name]:.1f} CPU s)")
+    first = next(iter(runs))
     for name in list(runs)[1:]:
         count, stages = extra[name]
-        print(f"ratio {name} / faster-whisper batched: {base / best[name]:.2f} (target >= 0.90); "
-              f"{count} utterances; stage seconds: "
-              + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()))
+        print(f"ratio {name} / faster-whisper batched: {best[first] / best[name]:.2f} "
+              f"(target >= 0.90; by CPU seconds {cpu[first] / cpu[name]:.2f}); {count} "
+              f"utterances; stage seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()))
 
 
 if __name__ == "__main__":

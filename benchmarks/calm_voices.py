@@ -6,7 +6,7 @@ never near-certain of anger. The clips come from held-out speakers (RAVDESS acto
 and EmoDB speakers 03 and 12 are fold 0's test speakers). Runs the real command on the files
 and prints the label shares, the mean confidence and how often it says anger at >= 0.9.
 
-    .venv/bin/python benchmarks/calm_voices.py --checkpoint models/default [--checkpoint OLD]
+    .venv/bin/python benchmarks/calm_voices.py --checkpoint default [--checkpoint OLD]
 """
 
 from __future__ import annotations
@@ -53,14 +53,15 @@ def summary(records: list[dict], corpus: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", action="append", help="repeatable (default models/default)")
+    parser.add_argument("--checkpoint", action="append",
+                        help="repeatable (default: the built-in default)")
     parser.add_argument("--actors", default="1,6,11,16")
     parser.add_argument("--speakers", default="03,12")
     args = parser.parse_args()
     if not (DATA / "ravdess").is_dir():
         sys.exit(f"{DATA}: the shared data is not here")
     clips = calm_clips([int(a) for a in args.actors.split(",")], args.speakers.split(","))
-    for checkpoint in args.checkpoint or [str(ROOT / "models" / "default")]:
+    for checkpoint in args.checkpoint or ["default"]:
         records = analyze(checkpoint, clips)
         print(f"{checkpoint}:")
         for corpus in ("ravdess", "emodb"):

@@ -6,7 +6,7 @@ of the whole recognizer (`Recognizer.recognize`: ASR + emotion) for each checkpo
 ratio and the recognizer's stage seconds.
 
     .venv/bin/python benchmarks/emotion_overhead.py --minutes 2
-    .venv/bin/python benchmarks/emotion_overhead.py --checkpoint models/default --checkpoint OLD
+    .venv/bin/python benchmarks/emotion_overhead.py --checkpoint default --checkpoint OLD
 
 Target (issue: trustworthy emotion): the emotion side adds <= 15% over the ASR alone (2-core CPU).
 """
@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=2.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--checkpoint", action="append",
-                        help="repeatable (default: models/default)")
+                        help="repeatable (default: the built-in default)")
     args = parser.parse_args()
 
     from mersa_stream.config import load_config
@@ -60,7 +60,7 @@ def main() -> None:
     audio, _ = build_recording(args.minutes)
     path = write_wav(Path(tempfile.mkdtemp()) / "recording.wav", audio)
     recognizers = {}
-    for checkpoint in args.checkpoint or [str(ROOT / "models" / "default")]:
+    for checkpoint in args.checkpoint or ["default"]:
         config = load_config(ROOT / "config.toml", [f"models.checkpoint={checkpoint}",
                                                     "runtime.device_type=cpu"])
         recognizers[checkpoint] = Recognizer(config)

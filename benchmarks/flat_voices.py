@@ -8,7 +8,7 @@ well should then score at least its text branch (the audio must not drag it down
 
     .venv/bin/python benchmarks/flat_voices.py build --split dev --count 200
     .venv/bin/python benchmarks/flat_voices.py evaluate --split dev --count 200 \\
-        --checkpoint models/default --json flat.json
+        --checkpoint default --json flat.json
     .venv/bin/python benchmarks/flat_voices.py voices --voices en-us,en-gb-x-rp   # Whisper WER
     .venv/bin/python benchmarks/flat_voices.py build --split train --count 1200 \\
         --voices en-us+m1,en-us+f2,en,en-us+m5                                 # training material
@@ -249,7 +249,7 @@ def main(argv=None) -> int:
     sub.add_parser("build", parents=[common], help="speak the sample, write FLACs + manifest.csv")
     ev = sub.add_parser("evaluate", parents=[common],
                         help="fused / text only / audio only on the built set")
-    ev.add_argument("--checkpoint", default=str(ROOT / "models" / "default"))
+    ev.add_argument("--checkpoint", default="default")
     ev.add_argument("--cache-dir", default=None, help="feature cache (default: the trainer's)")
     ev.add_argument("--json", type=Path, default=None, help="write the three metric dicts here")
     ev.add_argument("--build", action="store_true", help="build the set first if it is missing")

@@ -6,6 +6,7 @@ vs RSS once the first 10% of the run is done (after model loading and warm-up).
 
     .venv/bin/python benchmarks/memory.py                 # 30-minute input
     .venv/bin/python benchmarks/memory.py --minutes 5
+    .venv/bin/python benchmarks/memory.py --only analyze     # the default analyze only
 
 Targets (embedded defaults, 2-core CPU): peak RSS <= 1.0 GB; growth over 30 minutes <= 5%.
 """
@@ -13,6 +14,7 @@ Targets (embedded defaults, 2-core CPU): peak RSS <= 1.0 GB; growth over 30 minu
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -59,19 +61,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--input", help="an existing recording instead of a generated one")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        help="config override SECTION.KEY=VALUE for every run (repeatable)")
+    parser.add_argument("--only", nargs="*", default=[],
+                        help="run only these: 'analyze', 'analyze --no-pack', 'listen --input'")
     args = parser.parse_args()
     path = Path(args.input) if args.input else write_wav(
         Path(tempfile.mkdtemp()) / "long.wav", build_recording(args.minutes)[0])
     mersa = [sys.executable, "-m", "mersa_stream"]
+    settings = [arg for o in args.overrides for arg in ("--set", o)]
     runs = {
         "analyze": mersa + ["analyze", str(path), "--format", "jsonl", "--output", "/dev/null"],
-        "analyze --pack": mersa + ["analyze", str(path), "--pack", "--format", "jsonl",
-                                   "--output", "/dev/null"],
+        "analyze --no-pack": mersa + ["analyze", str(path), "--no-pack", "--format", "jsonl",
+                                      "--output", "/dev/null"],
         "listen --input": mersa + ["listen", "--input", str(path), "--quiet"],
     }
-    print(f"input: {path.name}, {args.minutes:g} min")
+    print(f"input: {path.name}, {args.minutes:g} min; load average {os.getloadavg()[0]:.1f}")
     for name, command in runs.items():
-        r = profile(command)
+        if args.only and name not in args.only:
+            continue
+        r = profile(command + settings)
         print(f"  {name:15s} peak {r['peak']:7.1f} MB  RSS after 10% {r['early']:7.1f} MB  "
               f"at end {r['late']:7.1f} MB  growth {100 * r['growth']:+.1f}%  "
               f"({r['wall']:.0f} s)")

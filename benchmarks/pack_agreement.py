@@ -1,9 +1,11 @@
-"""Do `analyze` (one Whisper window per utterance) and `analyze --pack` (shared 30 s windows)
-give the same labels? Both paths end to end through `Recognizer`, on RAVDESS test clips (one
-speaker fold; accuracy too) or on a generated espeak-ng recording.
+"""Do `analyze` (shared 30 s windows, words by time: the default) and `analyze --no-pack` (one
+Whisper window per utterance, as `listen`) give the same texts and labels? Both paths end to end
+through `Recognizer`, on RAVDESS test clips (one speaker fold; accuracy too) or on a generated
+espeak-ng recording. The audio features are the utterance's own on both paths, so labels differ
+only where the texts do.
 
     .venv/bin/python benchmarks/pack_agreement.py --ravdess ../shared/data/ravdess
-    .venv/bin/python benchmarks/pack_agreement.py --minutes 5 --checkpoint models/default
+    .venv/bin/python benchmarks/pack_agreement.py --minutes 5 --checkpoint default
 """
 
 from __future__ import annotations
@@ -26,8 +28,13 @@ def ravdess_utterances(data_dir: str, fold: int):
     from mersa_stream.types import Utterance
 
     records = make_split("ravdess", load_dataset("ravdess", data_dir, "4"), "speaker", fold)["test"]
-    return [Utterance("ravdess", i, 0.0, 1.0, load_audio(r.audio), 0.0)
-            for i, r in enumerate(records)], [r.label for r in records]
+    utterances, t = [], 0.0
+    for i, r in enumerate(records):  # one after another, 1 s apart, as in a recording
+        audio = load_audio(r.audio)
+        seconds = len(audio) / 16000
+        utterances.append(Utterance("ravdess", i, t, t + seconds, audio, t))
+        t += seconds + 1.0
+    return utterances, [r.label for r in records]
 
 
 def recording_utterances(minutes: float, config):
@@ -44,7 +51,7 @@ def main() -> None:
     parser.add_argument("--ravdess", help="RAVDESS folder: score its test actors (speaker fold)")
     parser.add_argument("--fold", type=int, default=0)
     parser.add_argument("--minutes", type=float, default=5.0, help="else: espeak-ng recording")
-    parser.add_argument("--checkpoint", default=str(ROOT / "models" / "default"))
+    parser.add_argument("--checkpoint", default="default")
     args = parser.parse_args()
 
     from mersa_stream.config import load_config
@@ -62,11 +69,14 @@ def main() -> None:
     packed = [r for b in batched(windows, config.runtime.batch_for(True))
               for r in recognizer.recognize_windows(b)]
     agree = sum(a.label == b.label for a, b in zip(single, packed))
+    same_text = [(a, b) for a, b in zip(single, packed) if a.transcript.text == b.transcript.text]
+    print(f"{len(same_text)}/{len(single)} texts agree; of those, "
+          f"{sum(a.label == b.label for a, b in same_text)} labels agree")
     delta = np.mean([max(abs(a.probabilities[k] - b.probabilities[k]) for k in a.probabilities)
                      for a, b in zip(single, packed)])
     print(f"{recognizer.model_id}: {agree}/{len(single)} labels agree, mean max |dp| {delta:.3f}")
     if truth is not None:
-        for name, results in (("per utterance", single), ("packed", packed)):
+        for name, results in (("per utterance", single), ("windows", packed)):
             accuracy = np.mean([r.label == t for r, t in zip(results, truth)])
             print(f"  accuracy {name}: {accuracy:.3f}")
 

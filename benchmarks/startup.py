@@ -9,8 +9,8 @@ Figures: `mersa --help`, `config`, `devices`, `models`; `analyze` on a 1 s speec
 made here) and on 1 s with no speech; `listen --input` on the speech clip to its first record (the
 time the record line reaches stdout). Baselines: `WhisperModel(...)` alone, and with the clip
 transcribed. Every command runs with `HF_HUB_OFFLINE=1` and the configuration of the repository
-root (models/default, embedded tiny.en and all-MiniLM-L6-v2). Warm disk cache: one untimed run
-of each first.
+root (the built-in `default` checkpoint, embedded tiny.en and all-MiniLM-L6-v2). Warm disk
+cache: one untimed run of each first.
 
 Wall time moves with the load of a shared machine; CPU time (user + system, all threads) much
 less: both are printed, best of the repeats each.
@@ -80,10 +80,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--checkpoint", type=Path, help="Another checkpoint for `models`, "
-                        "`analyze` and `listen` (default: config.toml's, models/default)")
+                        "`analyze` and `listen` (default: config.toml's, the built-in default)")
     parser.add_argument("--before", type=Path, help="Also time `analyze`, `models` and `--help` "
-                        "of another source tree (e.g. `git archive HEAD mersa_stream train "
-                        "models/default config.toml | tar -x -C DIR`), with this venv, in DIR")
+                        "of another source tree (e.g. `git archive HEAD mersa_stream "
+                        "config.toml | tar -x -C DIR`), with this venv, in DIR")
     args = parser.parse_args()
 
     from mersa_stream.resolve import resolve_asr
@@ -116,7 +116,7 @@ def main() -> None:
         places = {name: ROOT for name in runs}
         if args.before is not None:
             before_env = {**env, "PYTHONPATH": str(args.before.resolve())}
-            checkpoint = own  # none: the other tree's own config.toml and models/default
+            checkpoint = own  # none: the other tree's own config.toml and default model
             for name, extra in (("--help", []), ("models", checkpoint),
                                 ("analyze (1 s speech)", [str(speech), "-f", "jsonl", *checkpoint]),
                                 ("analyze (1 s, no speech)",

@@ -1,3 +1,50 @@
-"""mersa-stream: speech emotion recognition from sound and words, utterance by utterance."""
+"""mersa-stream: speech emotion recognition from sound and words, utterance by utterance.
+
+The Python API (mersa_stream/api.py, README "Python API"): `analyze(path_or_paths, **options)`,
+`Recognizer.from_config(...)`, `Stream` (push audio chunks, get results), `EmotionResult`.
+Each name is imported when first used: `import mersa_stream` (and so `mersa --help`) stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
+
+# public name -> the module defining it
+_EXPORTS = {
+    "analyze": "api",
+    "Recognizer": "api",
+    "settings": "api",
+    "Stream": "stream",
+    "EmotionResult": "types",
+    "Utterance": "types",
+    "Config": "config",
+    "MersaError": "errors",
+    "ConfigError": "errors",
+    "InputError": "errors",
+    "ModelError": "errors",
+}
+__all__ = ["__version__", "analyze", "Recognizer", "settings", "Stream", "EmotionResult",
+           "Utterance", "Config", "MersaError", "ConfigError", "InputError", "ModelError"]
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time, __getattr__ below
+    from .api import Recognizer, analyze, settings
+    from .config import Config
+    from .errors import ConfigError, InputError, MersaError, ModelError
+    from .stream import Stream
+    from .types import EmotionResult, Utterance
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mersa_stream' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

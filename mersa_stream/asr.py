@@ -1,8 +1,11 @@
 """Whisper ASR (faster-whisper / CTranslate2) whose encoder pass also yields the audio features.
 
-Each utterance is padded to Whisper's 30 s window and encoded once (on a CPU window by window),
-and the same encoder states feed both `generate` (the transcript) and the emotion model (the first
-`ceil(duration * 50)` frames, the part that covers the utterance).
+Two ways in. `decode_windows` (analyze's default): 30 s windows of consecutive utterances
+(packing.py), decoded as faster-whisper's batched pipeline does, with word timestamps.
+`transcribe` (listen, `analyze --no-pack`): each utterance padded to Whisper's 30 s window and
+encoded once (on a CPU window by window); the same encoder states feed both `generate` (the
+transcript) and, for the "whisper" audio kind, the emotion model (the first `ceil(duration * 50)`
+frames, the part that covers the utterance).
 """
 
 from __future__ import annotations
@@ -14,16 +17,44 @@ from typing import Sequence
 import numpy as np
 
 from .config import AsrConfig
+from .packing import Word
 from .resolve import ResolvedModel
 from .types import SAMPLE_RATE, Transcript
 
 FRAMES_PER_SECOND = 50.0
+HOP = 160  # samples per mel frame (100 a second); Whisper's alignment counts mel frames
+PREPEND_PUNCTUATION = "\"'“¿([{-"  # faster-whisper's defaults for word timestamps
+APPEND_PUNCTUATION = "\"'.。,，!！?？:：”)]}、"
 
 
 @dataclass(frozen=True)
 class AsrOutput:
     transcript: Transcript
     encoder_states: np.ndarray  # (frames, dim) covering the utterance
+
+
+@dataclass(frozen=True)
+class WindowTranscript:
+    words: tuple[Word, ...]  # timed, in window seconds
+    text: str  # the window's whole transcript
+    avg_logprob: float
+    no_speech_prob: float
+
+
+def _avg_logprob(result) -> float:
+    """faster-whisper's definition (length penalty 1): cumulative log-prob / (length + 1)."""
+    length = len(result.sequences_ids[0])
+    return result.scores[0] * length / (length + 1)
+
+
+def _words(alignment: list[dict]) -> tuple[Word, ...]:
+    """faster-whisper's alignment of one window to `Word`s, punctuation joined to its word as
+    `transcribe(word_timestamps=True)` does."""
+    from faster_whisper.transcribe import merge_punctuations
+
+    merge_punctuations(alignment, PREPEND_PUNCTUATION, APPEND_PUNCTUATION)
+    return tuple(Word(float(w["start"]), float(w["end"]), w["word"]) for w in alignment
+                 if w["word"])
 
 
 def pick_device(device_type: str) -> str:
@@ -104,13 +135,13 @@ class WhisperAsr:
 
     def encoder_states_packed(self, audios: Sequence[np.ndarray], gap_s: float
                               ) -> list[np.ndarray]:
-        """The audio features `analyze --pack` gives these audios: laid end to end into shared
-        30 s windows (see packing.py), each one's frames sliced out of its window."""
-        from .packing import pack
+        """The trainer's `--packed-features`: the audios laid end to end into shared 30 s
+        windows (`packing.pack_fixed`), each one's frames sliced out of its window."""
+        from .packing import pack_fixed
         from .types import Utterance
 
         items = [Utterance("", i, 0.0, len(a) / SAMPLE_RATE, a, 0.0) for i, a in enumerate(audios)]
-        windows = list(pack(items, gap_s=gap_s))
+        windows = list(pack_fixed(items, gap_s=gap_s))
         out: list[np.ndarray] = [np.zeros((0, self.dim), np.float32)] * len(audios)
         for window, states in zip(
             windows, self._to_numpy(self._encode([w.audio for w in windows]))
@@ -119,40 +150,52 @@ class WhisperAsr:
                 out[p.utterance.index] = states[p.frames].copy()
         return out
 
-    def decode_windows(self, windows: Sequence[np.ndarray]):
-        """Timestamped decoding of packed windows: per window its (start, end, text) segments and
-        its full encoder states (1500, dim)."""
+    def decode_windows(self, windows: Sequence[np.ndarray], timed: Sequence[bool] | None = None
+                       ) -> list[WindowTranscript]:
+        """Each window (up to 30 s of consecutive speech) decoded as faster-whisper's batched
+        pipeline does (one encoder pass, beam search without timestamp tokens, no previous
+        text), then its words timed by Whisper's cross-attention alignment (faster-whisper's
+        `find_alignment`, the word timestamps of `transcribe(word_timestamps=True)`).
+        `timed[i]` False: window i needs no word times (one utterance has all its words), and
+        gets none, which saves its alignment."""
         if not windows:
-            return [], np.zeros((0, 1500, self.dim), np.float32)
+            return []
         encoded = self._encode(windows)
         cfg = self.config
-        prompt = self.whisper.get_prompt(self.tokenizer, [], without_timestamps=False)
         results = self.whisper.model.generate(
-            encoded, [list(prompt) for _ in windows], beam_size=cfg.beam_size,
+            encoded, [list(self.prompt) for _ in windows], beam_size=cfg.beam_size,
             max_length=self.whisper.max_length, return_scores=True, return_no_speech_prob=True,
             suppress_blank=True, suppress_tokens=self._suppress_tokens())
-        segments = [self._timestamped_segments(r.sequences_ids[0], len(w) / SAMPLE_RATE)
-                    for r, w in zip(results, windows)]
-        return segments, self._to_numpy(encoded)
+        out, to_align = [], []
+        for i, result in enumerate(results):
+            tokens = [t for t in result.sequences_ids[0] if t < self.tokenizer.eot]
+            avg_logprob = _avg_logprob(result)
+            if (result.no_speech_prob > cfg.no_speech_threshold
+                    and avg_logprob < cfg.log_prob_threshold):
+                tokens = []
+            out.append(WindowTranscript((), self.tokenizer.decode(tokens).strip(),
+                                        float(avg_logprob), float(result.no_speech_prob)))
+            if tokens and (timed is None or timed[i]):
+                to_align.append((i, tokens))
+        if to_align:
+            states = self._to_numpy(encoded)
+            for i, tokens in to_align:
+                out[i] = WindowTranscript(self._timed_words(states[i], tokens, len(windows[i])),
+                                          out[i].text, out[i].avg_logprob, out[i].no_speech_prob)
+        return out
 
-    def _timestamped_segments(self, tokens: list[int], duration: float):
-        begin, eot = self.tokenizer.timestamp_begin, self.tokenizer.eot
-        segments, text, start = [], [], None
-        for token in tokens:
-            if token >= begin:
-                t = (token - begin) * 0.02
-                if text:
-                    segments.append((start if start is not None else 0.0, t,
-                                     self.tokenizer.decode(text)))
-                    text, start = [], None
-                else:
-                    start = t
-            elif token < eot:
-                text.append(token)
-        if text:  # an unfinished last segment runs to the end of the audio
-            segments.append((start if start is not None else 0.0, duration,
-                             self.tokenizer.decode(text)))
-        return segments
+    def _timed_words(self, states: np.ndarray, tokens: list[int], samples: int
+                     ) -> tuple[Word, ...]:
+        """One window's words, timed by alignment against its encoder states. A window at a time:
+        aligning 8 together held ~130 MB more for no speed."""
+        import ctranslate2
+
+        storage = ctranslate2.StorageView.from_array(states[None])
+        if self.device == "cuda":
+            storage = storage.to_device(ctranslate2.Device.cuda)
+        (alignment,) = self.whisper.find_alignment(self.tokenizer, [tokens], storage,
+                                                   min(3000, math.ceil(samples / HOP)))
+        return _words(alignment)
 
     def transcribe(self, audios: Sequence[np.ndarray]) -> list[AsrOutput]:
         """One encoder pass for the batch; transcripts and sliced encoder states per utterance."""
@@ -170,9 +213,7 @@ class WhisperAsr:
         for audio, result, state in zip(audios, results, states):
             tokens = [t for t in result.sequences_ids[0] if t < self.tokenizer.eot]
             text = self.tokenizer.decode(tokens).strip()
-            # faster-whisper's definition (length penalty 1): cumulative log-prob / (length + 1)
-            length = len(result.sequences_ids[0])
-            avg_logprob = result.scores[0] * length / (length + 1)
+            avg_logprob = _avg_logprob(result)
             if (result.no_speech_prob > cfg.no_speech_threshold
                     and avg_logprob < cfg.log_prob_threshold):
                 text = ""

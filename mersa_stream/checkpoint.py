@@ -3,6 +3,9 @@
 Optional `text_encoder.safetensors` holds the tensors of the text encoder that differ from its
 base model (the self-align stage); everything else comes from the encoder spec. Nothing is ever
 unpickled: a pickle or torch file is refused with a message.
+
+A checkpoint is named by its folder, or by a built-in name: `default` is the model shipped inside
+this package (mersa_stream/models/default/), found from any working directory.
 """
 
 from __future__ import annotations
@@ -27,6 +30,27 @@ TEXT_WEIGHTS = "text_encoder.safetensors"
 CONFIG = "config.json"
 CARD = "README.md"
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt")
+
+# built-in checkpoints: name -> folder, package data of mersa_stream (pyproject.toml)
+BUILTIN_FOLDER = Path(__file__).resolve().parent / "models"
+BUILTIN = ("default",)
+# where the default model lived in the repository before it moved into the package: the string
+# scripts and habits still pass, so it keeps naming the built-in one unless such a folder exists
+LEGACY_DEFAULT = Path("models/default")
+
+
+def checkpoint_folder(spec: str | Path) -> Path:
+    """The folder a checkpoint spec names: a built-in name (`default`), else a path; the old
+    `models/default` is the built-in `default` unless that folder exists where it is looked up.
+    A built-in name wins over a folder of that name (pass such a folder by its absolute path), so
+    that what `default` means never depends on the working directory."""
+    text = str(spec)
+    if text in BUILTIN:
+        return BUILTIN_FOLDER / text
+    path = Path(text).expanduser()
+    if path == LEGACY_DEFAULT and not path.exists():
+        return BUILTIN_FOLDER / "default"
+    return path
 
 
 @dataclass(frozen=True)
@@ -104,15 +128,16 @@ class CheckpointInfo:
 
 def read_checkpoint(folder: str | Path) -> CheckpointInfo:
     """The checkpoint's header, checked as `load_checkpoint` checks it (the same errors), but for
-    the weights themselves: their presence is checked, not their content."""
-    folder = Path(folder)
+    the weights themselves: their presence is checked, not their content. `folder`: a folder or a
+    built-in name (`checkpoint_folder`)."""
+    folder = checkpoint_folder(folder)
     if folder.is_file():
         if folder.suffix in PICKLE_SUFFIXES or folder.read_bytes()[:1] == b"\x80":
             _refuse_pickle(folder)
         raise ModelError(f"{folder}: a checkpoint is a folder with {WEIGHTS} and {CONFIG}")
     if not folder.is_dir():
-        raise ModelError(f"{folder}: checkpoint folder not found (train one with `mersa train` "
-                         f"or pass --checkpoint PATH)")
+        raise ModelError(f"{folder}: checkpoint folder not found (the built-in model is "
+                         f"'default'; or train one with `mersa train` and pass --checkpoint PATH)")
     if not (folder / WEIGHTS).is_file():
         pickles = [p for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES]
         if pickles:

@@ -71,7 +71,8 @@ class Flag:
 
 # what `analyze`, `listen` and `models` share: which models, where they run
 MODEL_FLAGS = (
-    Flag(("--checkpoint",), "models.checkpoint", "Emotion model folder.", Path),
+    Flag(("--checkpoint",), "models.checkpoint",
+         "Emotion model folder, or 'default' (the built-in one).", Path),
     Flag(("--asr",), "models.asr",
          "ASR model: a faster-whisper size (e.g. small.en), hub id or folder."),
     Flag(("--text-encoder",), "models.text_encoder",
@@ -81,13 +82,24 @@ MODEL_FLAGS = (
     Flag(("--device-type",), "runtime.device_type", "Where the models run:"),
 )
 PACK_FLAG = Flag(("--pack/--no-pack",), "runtime.pack_windows",
-                 "Pack utterances into shared 30 s Whisper windows.")
+                 "Consecutive utterances share 30 s Whisper windows, each word given to the "
+                 "utterance holding its time; --no-pack: one window per utterance, as listen.")
+CHANNELS_FLAG = Flag(("--channels",), "analyze.channels", "Two-channel calls: mix them into one, "
+                     "or split: each channel its own speaker (records carry \"channel\").")
+# many files at once (issue 17, scale.py)
+SCALE_FLAGS = (
+    Flag(("--workers",), "analyze.workers", "Worker processes, each with its own models; 0: as "
+         "many as the cores allow at runtime.cpu_threads each."),
+    Flag(("--ray",), "analyze.ray", "Run on a Ray cluster: HOST:PORT, or auto (RAY_ADDRESS, else "
+         "a local one)."),
+)
 
 # every command that reads the configuration takes these two
 _FILE_PARAMETERS = (
     inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
         Optional[Path], typer.Option("--config", "-c",
-                                     help="Config file (default: ./config.toml if present).")]),
+                                     help="Config file (default: ./config.toml, else "
+                                     "$XDG_CONFIG_HOME/mersa/config.toml, if present).")]),
     inspect.Parameter("set_", inspect.Parameter.KEYWORD_ONLY, default=[], annotation=Annotated[
         List[str], typer.Option("--set",
                                 help="Override one setting: SECTION.KEY=VALUE (repeatable).")]),
@@ -274,31 +286,39 @@ def _say(message: str) -> None:
 
 
 @app.command()
-@with_config_flags(*MODEL_FLAGS, PACK_FLAG)
+@with_config_flags(*MODEL_FLAGS, PACK_FLAG, CHANNELS_FLAG, *SCALE_FLAGS)
 def analyze(
     flags: ConfigFlags,
     files: List[Path] = typer.Argument(
-        ..., readable=False, help="Audio or video files: wav, flac, ogg, mp3, m4a, mp4 ..."),
+        ..., readable=False, help="Audio or video files (wav, flac, ogg, mp3, m4a, mp4 ...), "
+        "folders (searched recursively) or glob patterns ('calls/**/*.mp3')."),
     fmt: str = typer.Option("table", "--format", "-f", help="table | jsonl | csv | srt."),
     output: Optional[Path] = typer.Option(
         None, "--output", "-o", help="Write results to this file instead of stdout."),
     batch_size: Optional[int] = typer.Option(
-        None, "--batch-size", show_default=f"{RuntimeConfig.batch_size}, packed "
-        f"{RuntimeConfig.pack_batch_size}", help="Utterances recognised together "
-        "(runtime.batch_size); with --pack, 30 s windows (runtime.pack_batch_size)."),
+        None, "--batch-size", show_default=f"{RuntimeConfig.pack_batch_size} windows, "
+        f"--no-pack {RuntimeConfig.batch_size}", help="30 s windows decoded together "
+        "(runtime.pack_batch_size); with --no-pack, utterances (runtime.batch_size)."),
     resume: bool = typer.Option(
         False, "--resume", help="With -f jsonl -o FILE: skip the files FILE already holds "
         "complete, redo the rest, append (FILE gets a completion record per file)."),
+    report_path: Optional[Path] = typer.Option(
+        None, "--report", help="Also write a timeline report of the files analysed: .html (one "
+        "self-contained page) or .png (a picture); written even if some files fail."),
 ):
     """Find the utterances in FILES and say, for each, its time span, words and emotion."""
     from .recognizer import RecognizerLoader, resolve_models
+    from .report import report_kind
 
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r}: not one of {', '.join(FORMATS)}")
     if resume and (fmt != "jsonl" or output is None):
         raise ConfigError("--resume needs --format jsonl and --output FILE")
+    if report_path is not None:
+        report_kind(report_path)  # a bad --report stops the run before any file
     cfg = flags.load(batch_size)
     report = RunReport()
+    files = _expand_inputs(files, cfg, report)
     with StopOnSignals() as guard:
         try:
             state = prepare_resume(output, [str(f) for f in files]) if resume else None
@@ -311,7 +331,7 @@ def analyze(
             # loaded only once a file has speech, in the background while it is decoded.
             recognizer = RecognizerLoader(cfg, resolve_models(cfg))
             _analyze_files(files, fmt, output, cfg, recognizer, guard, report,
-                           state.done if state is not None else None)
+                           state.done if state is not None else None, report_path)
         except Stopped as stop:
             _say(f"stopped by {stop.name}: {report.files} file(s) finished, {report.results} "
                  f"result(s) written" + ("; run again with --resume to finish" if resume else ""))
@@ -323,13 +343,12 @@ def analyze(
 
 
 def _analyze_files(files, fmt, output, cfg, recognizer, guard: StopOnSignals, report: RunReport,
-                   done: Optional[set]) -> None:
+                   done: Optional[set], report_path: Optional[Path] = None) -> None:
     """Each file decoded in chunks, segmented and recognised as it streams; each result written
     (whole, flushed) as soon as it exists. One bad file is reported and the others go on."""
-    from .decode import stream_audio
-    from .pipeline import recognize_stream
     from .progress import AudioProgress
     from .recognizer import RecognizerLoader
+    from .scale import file_results
     from .sinks import make_sink
 
     def emit(call, *args) -> None:
@@ -346,22 +365,25 @@ def _analyze_files(files, fmt, output, cfg, recognizer, guard: StopOnSignals, re
             AudioProgress(stderr) as progress:
         sink = make_sink(fmt, stream, stdout if output is None else Console(file=stream),
                          completion_records=done is not None)
+        if report_path is not None:  # --report: drawn on close (after a failure or stop too)
+            from .report import ReportSink
+
+            sink = ReportSink(sink, report_path, [str(f) for f in files
+                                                  if done is None or str(f) not in done])
         if isinstance(recognizer, RecognizerLoader):
             recognizer.waiting = functools.partial(_loading_models, progress)
+        todo = [path for path in files if done is None or str(path) not in done]
+        report.skipped += len(files) - len(todo)
+        progress.add_files(todo)
+        # one file after the other here, or on worker processes / a Ray cluster (scale.py):
+        # either way each file's results, whole, in time order
+        outcomes = file_results(todo, cfg, recognizer, _say, progress.track)
         try:
-            for path in files:
+            for path, results in outcomes:
                 name = str(path)
-                if done is not None and name in done:
-                    report.skipped += 1
-                    continue
                 found = 0
                 try:
-                    chunks = progress.track(path, stream_audio(path))
-                    for result in recognize_stream(chunks, name, cfg.segmenter, recognizer,
-                                                   cfg.runtime.batch_for(cfg.runtime.pack_windows),
-                                                   packed=cfg.runtime.pack_windows,
-                                                   pack_gap_s=cfg.runtime.pack_gap_s,
-                                                   on_speech=getattr(recognizer, "start", None)):
+                    for result in results:
                         emit(sink.write, result)
                         found += 1
                         report.results += 1
@@ -374,7 +396,8 @@ def _analyze_files(files, fmt, output, cfg, recognizer, guard: StopOnSignals, re
                 except Exception as exc:  # noqa: BLE001 - a bug: say so, and finish the other files
                     report.crashed += 1
                     reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
-                    _say(f"{name}: internal error ({exc.__class__.__name__}"
+                    kind = getattr(exc, "kind", exc.__class__.__name__)  # a worker's: its own
+                    _say(f"{name}: internal error ({kind}"
                          f"{': ' + reason if reason else ''}); please report it")
                     if os.environ.get("MERSA_DEBUG"):
                         import traceback
@@ -390,7 +413,23 @@ def _analyze_files(files, fmt, output, cfg, recognizer, guard: StopOnSignals, re
                 if not found and fmt != "table":
                     _say(f"{name}: no speech found")
         finally:
+            outcomes.close()  # stops the workers at once when the run stops early
             sink.close()
+
+
+def _expand_inputs(files: Sequence[Path], cfg: Config, report: RunReport) -> list[Path]:
+    """Folders and glob patterns -> their files (scale.py); one that holds none is reported
+    like an unreadable file (exit 3) and the others go on. Ray, when asked for, must be there
+    and answer (before the output is opened)."""
+    from .scale import check_ray, expand_inputs
+
+    if cfg.analyze.ray:
+        check_ray(cfg.analyze.ray)
+    inputs = expand_inputs(files)
+    for problem in inputs.problems:
+        report.failed += 1
+        _say(problem)
+    return inputs.files
 
 
 @contextlib.contextmanager
@@ -414,6 +453,7 @@ def models(flags: ConfigFlags):
     """List the models `analyze` and `listen` would use and where each comes from."""
     from rich.table import Table
 
+    from .checkpoint import BUILTIN_FOLDER
     from .recognizer import resolve_models
 
     cfg = flags.load()
@@ -424,7 +464,7 @@ def models(flags: ConfigFlags):
     audio = inv.audio_encoder
     rows = [
         ("emotion", f"{ckpt.model_id} ({ckpt.fusion.architecture}: {', '.join(ckpt.labels)})",
-         "checkpoint", str(ckpt.path)),
+         "built-in" if ckpt.path.parent == BUILTIN_FOLDER else "checkpoint", str(ckpt.path)),
         (inv.asr.role, inv.asr.spec, inv.asr.origin, str(inv.asr.path)),
         (inv.text_encoder.role, inv.text_encoder.spec, text_origin, str(inv.text_encoder.path)),
         (audio.role, f"{ckpt.audio_encoder.kind}: {audio.spec}", audio.origin, str(audio.path))
@@ -451,8 +491,26 @@ def show_config(flags: ConfigFlags):
     stdout.print(to_toml(flags.load()), markup=False, highlight=False)
 
 
-# the commands defined here and in listen_cli.py: running one of them needs no trainer
-RUNTIME_COMMANDS = ("analyze", "models", "config", "devices", "listen")
+# -- `mersa report`: the timeline report of earlier results (mersa_stream/report.py) ------------
+
+
+@app.command("report")
+def report_command(
+    results: List[Path] = typer.Argument(
+        ..., readable=False, help="JSONL files written by `mersa analyze -f jsonl`."),
+    report_path: Path = typer.Option(
+        ..., "--report", help="The report to write: .html (one self-contained page) or .png."),
+):
+    """Draw the timeline report (a section per file) of `analyze -f jsonl` results."""
+    from .report import read_jsonl, report_kind, write_report
+
+    report_kind(report_path)
+    write_report(read_jsonl(results), report_path)
+
+
+# the commands defined here, in listen_cli.py and serve.py: running one of them needs no trainer
+RUNTIME_COMMANDS = ("analyze", "models", "config", "devices", "listen", "report",
+                    "serve")
 
 
 def register_commands(args: Sequence[str] | None = None) -> None:
@@ -463,9 +521,10 @@ def register_commands(args: Sequence[str] | None = None) -> None:
     commands are left out: importing them imports torch (seconds), which those commands never
     need, or need only once a file has speech. Anything else (`mersa --help`, a trainer command,
     a mistyped one) sees them all."""
-    from . import listen_cli
+    from . import listen_cli, serve
 
     listen_cli.register(app)
+    serve.register(app)  # `serve` (issue 16)
     if args and args[0] in RUNTIME_COMMANDS:
         return
     from mersa_stream.train import cli as train_cli  # `train`, `experiments`, `evaluate`

@@ -7,16 +7,33 @@ Each field may carry `metadata` with `range=(lo, hi)` or `choices=(...)`; loadin
 from __future__ import annotations
 
 import dataclasses
+import os
+import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import tomllib
-
+from .context import MAX_CONTEXT
 from .errors import ConfigError
 from .fusion_config import ARCHITECTURES, FusionConfig
 
 DEFAULT_CONFIG_FILE = "config.toml"
+
+
+# -- where config.toml is found (issue 15): the working directory, then the user's config folder
+def user_config_file() -> Path:
+    """$XDG_CONFIG_HOME/mersa/config.toml (XDG_CONFIG_HOME defaults to ~/.config)."""
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "mersa" / DEFAULT_CONFIG_FILE
+
+
+def find_config_file() -> Path | None:
+    """The config file used when none is named: ./config.toml, else the user's; None: the
+    built-in defaults."""
+    for candidate in (Path(DEFAULT_CONFIG_FILE), user_config_file()):
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def _opt(default, *, range=None, choices=None):
@@ -39,11 +56,15 @@ class SegmenterConfig:
     tail_ms: int = _opt(150, range=(0, 2000))
     min_utterance_ms: int = _opt(300, range=(0, 10000))
     max_utterance_s: float = _opt(15.0, range=(1.0, 30.0))
+    # sentence-sized utterances and the voice check (segmenter.py; issue 12)
+    merge_gap_ms: int = _opt(600, range=(0, 10000))
+    voice_check: str = _opt("silero", choices=("silero", "none"))
+    voice_threshold: float = _opt(0.35, range=(0.01, 0.99))
 
 
 @dataclass(frozen=True)
 class ModelsConfig:
-    checkpoint: str = "models/default"
+    checkpoint: str = "default"  # a folder, or a built-in name (checkpoint.py)
     asr: str = "tiny.en"
     text_encoder: str = ""
     audio_encoder: str = ""
@@ -64,9 +85,9 @@ class RuntimeConfig:
     compute_type: str = _opt("auto", choices=("auto", "int8", "int8_float16", "float16", "float32"))
     cpu_threads: int = _opt(0, range=(0, 256))
     batch_size: int = _opt(2, range=(1, 256))
-    pack_windows: bool = False
-    pack_batch_size: int = _opt(8, range=(1, 64))
-    pack_gap_s: float = _opt(0.2, range=(0.0, 5.0))
+    pack_windows: bool = True  # analyze: 30 s windows, words by time (packing.py; issue 12)
+    pack_batch_size: int = _opt(4, range=(1, 64))
+    pack_gap_s: float = _opt(0.2, range=(0.0, 30.0))
     text_max_tokens: int = _opt(64, range=(8, 512))
 
     @staticmethod
@@ -87,6 +108,38 @@ class ListenConfig:
     history: int = _opt(8, range=(1, 200))
     chunk_ms: int = _opt(30, range=(10, 500))
     speculate: bool = True
+    interim: bool = True  # interim records (final false) at pauses (listen.py; issue 12)
+
+
+# -- `analyze` only (issue 15) --
+CHANNEL_MODES = ("mix", "split")
+
+
+@dataclass(frozen=True)
+class AnalyzeConfig:
+    # mix: every channel averaged to one; split: each channel its own speaker stream (channels.py)
+    channels: str = _opt("mix", choices=CHANNEL_MODES)
+    # -- many files at once (issue 17; scale.py, docs/scale.md) --
+    workers: int = _opt(0, range=(0, 4096))  # processes; 0: the cores / runtime.cpu_threads
+    ray: str = ""  # a Ray cluster's address, or "auto"; empty: this machine
+
+
+# -- `mersa serve` (issue 16; mersa_stream/serve.py, docs/serve.md) --
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    host: str = "127.0.0.1"  # any other address needs a token
+    port: int = _opt(8765, range=(0, 65535))  # 0: a free port, printed at start-up
+    token: str = ""  # empty: the MERSA_TOKEN environment variable, else no token
+    origins: str = ""  # web pages besides the server's own that may open sessions ("*": any)
+    max_sessions: int = _opt(8, range=(1, 10000))
+    max_message_bytes: int = _opt(262144, range=(1024, 64 * 1024 * 1024))
+    max_queued_audio_s: float = _opt(30.0, range=(1.0, 3600.0))
+    max_unsent_messages: int = _opt(256, range=(1, 100000))
+    idle_timeout_s: float = _opt(30.0, range=(1.0, 86400.0))
+    drain_timeout_s: float = _opt(10.0, range=(0.0, 3600.0))  # at shutdown, to finish sessions
+    batch_size: int = _opt(8, range=(1, 256))  # utterances of all sessions recognised together
 
 
 # -- the trainer's sections (mersa_stream/train/): `mersa train` and `mersa experiments` --
@@ -134,6 +187,14 @@ class TrainConfig:
     balance_corpora: bool = True  # each epoch, resample smaller corpora up to the largest
     seed: int = _opt(0, range=(0, 2**31 - 1))
     threads: int = _opt(0, range=(0, 256))
+    # -- conversation context of the text branch (issue 14, mersa_stream/context.py): saved in
+    # the checkpoint, so the runtime reads a trained model's utterances the way it was trained
+    text_context: int = _opt(0, range=(0, MAX_CONTEXT))  # earlier utterances read (0 = none)
+    text_context_tokens: int = _opt(96, range=(8, 448))  # the most tokens of them (the latest)
+    text_context_speakers: bool = True  # mark turns "A:" (same speaker) / "B:" ... where known
+    # pair: context and utterance read together; concat: apart, the context's mean embedding
+    # beside each token's state (mersa_stream/encoders/text.py)
+    text_context_mode: str = _opt("pair", choices=("pair", "concat"))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -197,6 +258,8 @@ class Config:
     asr: AsrConfig = field(default_factory=AsrConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     listen: ListenConfig = field(default_factory=ListenConfig)
+    analyze: AnalyzeConfig = field(default_factory=AnalyzeConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     align: AlignConfig = field(default_factory=AlignConfig)
     experiments: ExperimentsConfig = field(default_factory=ExperimentsConfig)
@@ -279,14 +342,15 @@ def field_for(key: str) -> tuple[dataclasses.Field, type]:
 
 def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] = (),
                 values: dict | None = None) -> Config:
-    """Load `path` (or ./config.toml when present), then apply `--set` overrides and `values`.
+    """Load `path` (or, when None, the file `find_config_file` finds, if any), then apply
+    `--set` overrides and `values`.
 
     `values` is a nested dict from explicit command-line flags, applied last.
     """
     data: dict = {}
     origin = "defaults"
-    if path is None and Path(DEFAULT_CONFIG_FILE).is_file():
-        path = DEFAULT_CONFIG_FILE
+    if path is None:
+        path = find_config_file()
     if path is not None:
         origin = str(path)
         try:

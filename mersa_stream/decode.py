@@ -1,4 +1,5 @@
 """Decode any audio file to 16 kHz mono float32, streamed in chunks (a long file never sits whole).
+`stream_channels` keeps the channels apart instead (`analyze --channels split`).
 
 libsndfile (soundfile) reads wav/flac/ogg/aiff and, where built with it, mp3; PyAV (FFmpeg) reads
 the rest: mp3, m4a/aac, opus, the audio track of mp4/mkv/webm.
@@ -32,28 +33,31 @@ def _finite(block: np.ndarray) -> np.ndarray:
     return np.clip(block, -1.0, 1.0, out=block)
 
 
-def _soundfile_chunks(path: Path, info) -> Iterator[np.ndarray]:
+def _soundfile_chunks(path: Path, info, split: bool = False) -> Iterator[np.ndarray]:
+    """Mono chunks, or with `split` (channels, samples) blocks."""
     if not MIN_RATE <= info.samplerate <= MAX_RATE or info.channels < 1:
         raise InputError(f"{path}: damaged header ({info.samplerate} Hz, {info.channels} "
                          f"channels)")
     block = max(1, min(int(CHUNK_SECONDS * info.samplerate), MAX_BLOCK_SAMPLES // info.channels))
+    width = info.channels if split else 1
     resampler = None if info.samplerate == SAMPLE_RATE else soxr.ResampleStream(
-        info.samplerate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
+        info.samplerate, SAMPLE_RATE, width, dtype="float32", quality="HQ")
     with sf.SoundFile(str(path)) as f:
         while True:
             data = f.read(block, dtype="float32", always_2d=True)
             last = len(data) < block
-            mono = np.ascontiguousarray(data.mean(axis=1, dtype=np.float32)) if len(data) else \
-                np.zeros(0, np.float32)
+            if not split:
+                data = data.mean(axis=1, dtype=np.float32)
+            data = np.ascontiguousarray(data)
             if resampler is not None:
-                mono = resampler.resample_chunk(mono, last=last)
-            if len(mono):
-                yield _finite(mono)
+                data = resampler.resample_chunk(data, last=last)
+            if len(data):
+                yield _finite(np.ascontiguousarray(data.T) if split else data)
             if last:
                 return
 
 
-def _pyav_chunks(path: Path) -> Iterator[np.ndarray]:
+def _pyav_chunks(path: Path, split: bool = False) -> Iterator[np.ndarray]:
     import av
 
     try:
@@ -69,26 +73,35 @@ def _pyav_chunks(path: Path) -> Iterator[np.ndarray]:
             raise InputError(f"{path}: not an audio or video file (read as "
                              f"{container.format.name}, no audio stream)")
         stream = container.streams.audio[0]
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        # planar float keeps channels apart: to_ndarray() gives (channels, samples)
+        resampler = av.AudioResampler(format="fltp", layout=stream.layout, rate=SAMPLE_RATE) \
+            if split else av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        shape = (stream.layout.nb_channels if split else 1, -1)
         pending: list[np.ndarray] = []
         pending_len = 0
         target = int(CHUNK_SECONDS * SAMPLE_RATE)
         try:
             for frame in container.decode(stream):
                 for out in resampler.resample(frame):
-                    pending.append(out.to_ndarray().reshape(-1))
-                    pending_len += pending[-1].shape[0]
+                    pending.append(out.to_ndarray().reshape(shape))
+                    pending_len += pending[-1].shape[1]
                 if pending_len >= target:
-                    yield _finite(np.concatenate(pending).astype(np.float32, copy=False))
+                    yield _join(pending, split)
                     pending, pending_len = [], 0
             for out in resampler.resample(None):
-                pending.append(out.to_ndarray().reshape(-1))
+                pending.append(out.to_ndarray().reshape(shape))
         except av.error.DecoderNotFoundError:
             raise InputError(f"{path}: unsupported audio codec (no decoder for it)") from None
         except (av.error.FFmpegError, *_DECODE_ERRORS) as exc:
             raise InputError(f"{path}: audio stream is damaged ({_reason(exc)})") from None
         if pending:
-            yield _finite(np.concatenate(pending).astype(np.float32, copy=False))
+            yield _join(pending, split)
+
+
+def _join(blocks: list[np.ndarray], split: bool) -> np.ndarray:
+    """(channels, samples) pieces -> one block: as it is with `split`, else its only row."""
+    data = np.concatenate(blocks, axis=1).astype(np.float32, copy=False)
+    return _finite(data if split else data[0])
 
 
 def _reason(exc: BaseException) -> str:
@@ -146,7 +159,16 @@ def stream_audio(path: str | Path) -> Iterator[np.ndarray]:
     """Yield consecutive 16 kHz mono float32 chunks of `path`; InputError if unreadable.
 
     Nothing is read before the first chunk is asked for; a file is never held whole."""
-    path = Path(path)
+    return _stream(Path(path), split=False)
+
+
+def stream_channels(path: str | Path) -> Iterator[np.ndarray]:
+    """Like `stream_audio`, but each channel kept: 16 kHz float32 blocks of shape (channels,
+    samples), as many rows as the file has channels (one for a mono file)."""
+    return _stream(Path(path), split=True)
+
+
+def _stream(path: Path, split: bool) -> Iterator[np.ndarray]:
     head = check_readable(path)
     try:
         info = sf.info(str(path))
@@ -154,14 +176,14 @@ def stream_audio(path: str | Path) -> Iterator[np.ndarray]:
         info = None
     if info is not None and info.frames > 0:
         try:
-            yield from _soundfile_chunks(path, info)
+            yield from _soundfile_chunks(path, info, split)
             return
         except _DECODE_ERRORS as exc:
             raise InputError(f"{path}: audio data is damaged ({_reason(exc)})") from None
     if info is None and looks_like_text(head):
         # FFmpeg would read text as ANSI art or follow it as a playlist: say what it is instead
         raise InputError(f"{path}: not a readable audio or video file (it is text)")
-    yield from _pyav_chunks(path)
+    yield from _pyav_chunks(path, split)
 
 
 def load_audio(path: str | Path) -> np.ndarray:

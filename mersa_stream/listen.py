@@ -13,7 +13,7 @@ Latency. "End of speech" is when the last voiced frame of the utterance ended, i
 the moment the device delivered that audio (microphone), the moment it would have been spoken
 (file played with a speed), or the moment it was fed to the segmenter (file as fast as possible).
 Per utterance:
-  endpoint   end of speech -> segmenter closes the utterance (hangover + block size)
+  endpoint   end of speech -> segmenter closes the utterance (merge gap + block size)
   queue      closed -> recognition starts
   recognize  recognition (ASR incl. its encoder, text encoder, fusion; recognizer timings)
   emit       recognition done -> handed to the sinks
@@ -23,11 +23,19 @@ All five come from one `Latency` per utterance; the record (`LiveResult.to_recor
 
 Speculation (`listen.speculate`). The segmenter announces an utterance tentatively once `tail_ms`
 of silence follow it (its audio is final then); when the worker is idle it recognises that
-tentative utterance while the hangover still runs. If the segmenter then closes the very same
+tentative utterance while the pause still runs. If the segmenter then closes the very same
 utterance, that result is emitted at once; if speech resumed, it is thrown away. Speculation
 starts only on an idle worker and never displaces a closed utterance (one closing meanwhile
 waits at most for the speculative recognition in progress). With a
 speculative hit, `queue` is 0 and `recognize` is only what was left of it at the close.
+
+Interim and final records (`listen.interim`). An utterance closes only after `merge_gap_ms` of
+silence (sentence-sized utterances, segmenter.py), too long to wait for. So when a speculative
+recognition finishes and the pause it anticipated still runs, its result is emitted at once as an
+interim record (`final` false). When the utterance closes, its final record (`final` true, same
+`index`) follows: the same result if nothing was said since, else the longer utterance's, which
+supersedes every interim record of that index. Latency `first`: end of speech -> the first record
+(interim or final) carrying the utterance's final audio; the other stages are the final record's.
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ from .sources import Chunk, Source
 from .types import SAMPLE_RATE, EmotionResult, Utterance
 
 STAGES = ("total", "endpoint", "queue", "recognize", "emit")
+FIRST = "first"  # end of speech -> the utterance's first record, interim or final
 
 
 class RecognizerLike(Protocol):
@@ -69,6 +78,7 @@ class Tentative:
     """Queue item: an utterance announced at `tail_ms` of silence, recognised ahead of its close."""
 
     utterance: Utterance
+    speech_ended_at: float | None = None  # wall clock (None: no interim record for it)
 
 
 @dataclass(frozen=True)
@@ -161,6 +171,7 @@ class ListenStats:
     max_queue: int = 0  # most utterances ever waiting
     speculated: int = 0  # tentative utterances recognised ahead of their close
     speculation_hits: int = 0  # ... whose result was emitted (the rest were wasted work)
+    interim: int = 0  # interim records emitted (final false)
     source: dict = field(default_factory=dict)
     latencies: dict[str, list[float]] = field(default_factory=dict)
 
@@ -297,6 +308,8 @@ class Listener:
         self.segmenter = Segmenter(config.segmenter, source=source.name, live=True,
                                    on_tentative=speculate)
         self._speculated: Speculation | None = None  # worker thread only
+        # (speculation key, emitted_at) of the last interim record (worker thread only)
+        self._interim: tuple[tuple, float] | None = None
         self._ahead_key: tuple | None = None  # key of the speculative recognition begun last
         self.error: BaseException | None = None
         # Models loading (a recognizer with `get()`, recognizer.RecognizerLoader): capture and
@@ -392,7 +405,8 @@ class Listener:
 
     def _speculate(self, utterance: Utterance) -> None:
         if not self._limit_reached.is_set() and not self.stop_requested.is_set():
-            self.queue.offer(Tentative(utterance))
+            ended = self.timeline.wall(utterance.end) if self.config.listen.interim else None
+            self.queue.offer(Tentative(utterance, ended))
 
     # -- recognition thread
     def _work(self) -> None:
@@ -406,7 +420,7 @@ class Listener:
                              time.perf_counter() - begun)
             while (item := self.queue.get()) is not None:
                 if isinstance(item, Tentative):
-                    self._recognize_ahead(item.utterance)
+                    self._recognize_ahead(item)
                     continue
                 if self._limit_reached.is_set():
                     with self._lock:
@@ -424,9 +438,14 @@ class Listener:
                     begun = time.time()
                     results = self.recognizer.recognize([utterance])
                     done = time.time()
+                first = None
+                if self._interim is not None and self._interim[0] == speculation_key(utterance):
+                    first = self._interim[1]
+                self._interim = None
                 for result in results:
                     self._emit(LiveResult.of(result, Latency.now(item.speech_ended_at,
-                                                                 result.utterance, begun, done)))
+                                                                 result.utterance, begun, done)),
+                               first)
                 self._notify("state", "speech" if self.segmenter.in_speech else "listening")
         except BaseException as exc:  # noqa: BLE001 - re-raised from run() in the main thread
             self.error = exc
@@ -435,24 +454,46 @@ class Listener:
             while self.queue.get() is not None:
                 pass
 
-    def _recognize_ahead(self, utterance: Utterance) -> None:
+    def _recognize_ahead(self, item: Tentative) -> None:
         if self._limit_reached.is_set():
             return
+        utterance = item.utterance
         key = speculation_key(utterance)
         with self._lock:
             self._ahead_key = key
         begun = time.time()
         results = self.recognizer.recognize([utterance])
-        self._speculated = Speculation(key, results, begun, time.time())
+        done = time.time()
+        self._speculated = Speculation(key, results, begun, done)
         with self._lock:
             self.stats.speculated += 1
+        pending = self.segmenter.pending  # one read: the main thread replaces it
+        if item.speech_ended_at is not None and pending is not None \
+                and speculation_key(pending) == key:
+            # the pause still runs: say what was heard now, the close may be merge_gap_ms away
+            self._emit_interim(results, item.speech_ended_at, begun, done)
 
-    def _emit(self, result: LiveResult) -> None:
+    def _emit_interim(self, results: list[EmotionResult], speech_ended_at: float, begun: float,
+                      done: float) -> None:
+        for result in results:
+            live = LiveResult.of(replace(result, final=False),
+                                 Latency.now(speech_ended_at, result.utterance, begun, done))
+            self._interim = (speculation_key(result.utterance), live.emitted_at)
+            for sink in self.sinks:
+                sink.write(live)
+            with self._lock:
+                self.stats.interim += 1
+            self._notify("result", live)
+
+    def _emit(self, result: LiveResult, first: float | None = None) -> None:
+        """A final record; `first`: when an interim record of the same audio was emitted."""
         for sink in self.sinks:
             sink.write(result)
         with self._lock:
             self.stats.processed += 1
             self.stats.emitted_indices.append(result.utterance.index)
+            first_at = result.latency.emitted_at if first is None else first
+            self.stats.add(FIRST, first_at - result.latency.speech_ended_at)
             for name, value in result.latency.stages().items():
                 self.stats.add(name, value)
             for name, value in result.timings.items():
@@ -480,12 +521,14 @@ def format_stats(stats: ListenStats) -> list[str]:
     if s.speculated:
         lines.append(f"speculative recognitions: {s.speculated}, "
                      f"{s.speculation_hits} used (the rest: speech resumed)")
+    if s.interim:
+        lines.append(f"interim records: {s.interim}")
     overruns = s.source.get("capture_overruns")
     if overruns:
         lines.append(f"capture buffer overruns: {overruns} blocks lost")
     if s.latencies:
         lines.append(f"{'latency (s)':<14}{'p50':>8}{'p95':>8}{'n':>6}")
-        order = list(STAGES) + [k for k in s.latencies if k not in STAGES]
+        order = [FIRST, *STAGES] + [k for k in s.latencies if k not in (FIRST, *STAGES)]
         for name in order:
             values = s.latencies.get(name)
             if values:

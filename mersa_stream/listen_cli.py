@@ -48,9 +48,14 @@ class LiveView(Observer):
     def result(self, result: LiveResult) -> None:
         spoken = time.localtime(result.latency.speech_ended_at)
         with self._lock:
-            self.emitted += 1
-            self.rows.append((time.strftime("%H:%M:%S", spoken), result,
-                              result.latency.total))
+            row = (time.strftime("%H:%M:%S", spoken), result, result.latency.total)
+            # an interim row is replaced by the next record of its utterance (same index)
+            if self.rows and self.rows[-1][1].utterance.index == result.utterance.index \
+                    and not self.rows[-1][1].final:
+                self.rows[-1] = row
+            else:
+                self.rows.append(row)
+            self.emitted += result.final
 
     def dropped(self, utterance, total) -> None:
         self.dropped_total = total
@@ -75,8 +80,9 @@ class LiveView(Observer):
             filled = int(round(result.confidence * 10))
             bar = Text("█" * filled, style="cyan") + Text("░" * (10 - filled), style="dim")
             bar.append(f" {result.confidence:.0%}")
-            table.add_row(when, result.transcript.text or "[no words]", result.label, bar,
-                          f"{delay:.2f}s")
+            text = result.transcript.text or "[no words]"
+            table.add_row(when, text if result.final else Text(text + " …", style="italic"),
+                          result.label, bar, f"{delay:.2f}s")
         return Group(status, table)
 
 

@@ -4,11 +4,12 @@ only the source of audio chunks differs (a decoded file, a microphone)."""
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
 
-from .config import SegmenterConfig
+from .config import Config, RuntimeConfig, SegmenterConfig
 from .packing import pack
 from .segmenter import Segmenter
 from .types import EmotionResult, Utterance
@@ -41,16 +42,57 @@ def batched(items: Iterable, size: int) -> Iterator[list]:
 
 def recognize_stream(chunks: Iterable[np.ndarray], source: str, segmenter_config: SegmenterConfig,
                      recognizer: Recognizer | RecognizerLoader, batch_size: int = 1,
-                     packed: bool = False, pack_gap_s: float = 0.2,
+                     packed: bool = False,
+                     pack_gap_s: float = RuntimeConfig.pack_gap_s,
                      on_speech: Callable[[], None] | None = None) -> Iterator[EmotionResult]:
     """`batch_size` counts utterances, or with `packed` 30 s windows (see packing.py); packing
     happens before batching, so the results do not depend on the batch size. The recognizer is
     called only with utterances: a file with no speech never uses it."""
     segmenter = Segmenter(segmenter_config, source=source)
-    utterances = segment(chunks, segmenter, on_speech)
+    yield from recognize_utterances(segment(chunks, segmenter, on_speech), recognizer, batch_size,
+                                    packed, pack_gap_s)
+
+
+def recognize_utterances(utterances: Iterable[Utterance], recognizer: Recognizer | RecognizerLoader,
+                         batch_size: int = 1, packed: bool = False,
+                         pack_gap_s: float = RuntimeConfig.pack_gap_s) -> Iterator[EmotionResult]:
+    """Utterances (of one source, in order) -> their results, in the same order: `packed`,
+    consecutive utterances in shared 30 s windows, each word given to the utterance that holds
+    its time (packing.py; `analyze`), else each utterance in its own window (`listen`)."""
     if packed:
         for windows in batched(pack(utterances, gap_s=pack_gap_s), batch_size):
             yield from recognizer.recognize_windows(windows)
     else:
         for batch in batched(utterances, batch_size):
             yield from recognizer.recognize(batch)
+
+
+# -- one file, as `analyze` runs it (and the Python API): mixed or split channels (issue 15) --
+
+
+def recognize_file(path: str | Path, config: Config, recognizer: Recognizer | RecognizerLoader,
+                   name: str | None = None,
+                   track: Callable[[Path, Iterator[np.ndarray]], Iterable[np.ndarray]] | None
+                   = None,
+                   on_speech: Callable[[], None] | None = None) -> Iterator[EmotionResult]:
+    """`path` decoded as it streams, segmented and recognised. `analyze.channels`: "mix" (one
+    stream) or "split" (each channel its own speaker stream, results by start time, each with
+    its channel: channels.py). `name`: the source written in the results (default: the path);
+    `track`: wraps the decoded chunks (a progress bar)."""
+    from .channels import segment_channels
+    from .decode import stream_audio, stream_channels
+
+    path = Path(path)
+    name = str(path) if name is None else name
+    split = config.analyze.channels == "split"
+    chunks = stream_channels(path) if split else stream_audio(path)
+    if track is not None:
+        chunks = track(path, chunks)
+    if split:
+        utterances = segment_channels(chunks, config.segmenter, name, on_speech)
+    else:
+        utterances = segment(chunks, Segmenter(config.segmenter, source=name), on_speech)
+    runtime = config.runtime
+    yield from recognize_utterances(utterances, recognizer,
+                                    runtime.batch_for(runtime.pack_windows),
+                                    packed=runtime.pack_windows, pack_gap_s=runtime.pack_gap_s)

@@ -25,7 +25,7 @@ from .checkpoint import CheckpointInfo, load_checkpoint, read_checkpoint
 from .config import Config
 from .encoders.registry import AUDIO_KINDS, resolve_audio
 from .errors import ModelError
-from .packing import Window, assign_segments
+from .packing import Window, assign_words
 from .resolve import ResolvedModel, resolve_asr, resolve_transformers
 from .types import EmotionResult, Transcript, Utterance
 
@@ -49,6 +49,9 @@ def resolve_models(config: Config) -> ModelInventory:
     audio = None if AUDIO_KINDS[name].in_asr_pass else resolve_audio(
         name, config.models.audio_encoder or checkpoint.audio_encoder.spec)
     return ModelInventory(checkpoint, asr, text, audio)
+
+
+CLASSIFY_GROUP = 8  # utterances through the text encoder and the fusion model together
 
 
 def is_repetitive(text: str, threshold: float = 2.4) -> bool:
@@ -86,9 +89,20 @@ class Recognizer:
             asr.wait()
             raise
         try:
-            self.text_encoder = TextEncoder(self.inventory.text_encoder.path,
-                                            runtime.text_max_tokens, device=self.device,
-                                            state_dict=ckpt.text_encoder_weights, backend="auto")
+            # -- conversation context (issue 14): read as the checkpoint's text branch was trained
+            from .context import ConversationContext
+
+            text_options = ckpt.text_encoder.options or {}
+            context_turns = int(text_options.get("context", 0))
+            self.conversation = ConversationContext(context_turns)
+            self.context_speakers = bool(text_options.get("context_speakers", True))
+            self.text_encoder = TextEncoder(
+                self.inventory.text_encoder.path, runtime.text_max_tokens, device=self.device,
+                state_dict=ckpt.text_encoder_weights, backend="auto",
+                context_tokens=int(text_options.get("context_tokens", 96)),
+                context_mode=str(text_options.get("context_mode", "pair"))
+                if context_turns else "pair")
+            # -- end conversation context
             self.audio_encoder = self._audio_encoder()
         finally:
             self.asr = asr.result()
@@ -123,29 +137,40 @@ class Recognizer:
                               [o.encoder_states for o in asr_out], asr_time, ahead)
 
     def recognize_windows(self, windows: Sequence[Window]) -> list[EmotionResult]:
-        """One batch of packed windows (see packing.py): one encoder pass and one decoding each."""
+        """One batch of windows of consecutive utterances (see packing.py): one encoder pass and
+        one decoding per window, each word given to the utterance that holds its time. The audio
+        features are each utterance's own, as in `recognize`."""
         if not windows:
             return []
-        ahead = self._audio_features_ahead([p.utterance for w in windows for p in w.placements])
+        utterances = [p.utterance for w in windows for p in w.placements]
+        ahead = self._audio_features_ahead(utterances)
         start = time.perf_counter()
-        segments, states = self.asr.decode_windows([w.audio for w in windows])
-        utterances, transcripts, frames = [], [], []
-        for window, window_segments, window_states in zip(windows, segments, states):
-            texts = assign_segments(window_segments, window.placements)
-            utterances += [p.utterance for p in window.placements]
-            transcripts += [Transcript(text) for text in texts]
-            frames += [window_states[p.frames].copy() for p in window.placements]
-        # A window's decoding can loop; those utterances get their own window.
-        redo = [i for i, t in enumerate(transcripts) if is_repetitive(t.text)]
+        transcripts: list[Transcript] = []
+        redo: list[int] = []
+        shared = [len(w.placements) > 1 for w in windows]  # only those need word times
+        for window, decoded in zip(windows, self.asr.decode_windows([w.audio for w in windows],
+                                                                    shared)):
+            texts = assign_words(decoded.words, window.placements) \
+                if len(window.placements) > 1 else [decoded.text]
+            if is_repetitive(decoded.text):  # a decoding loop: each utterance on its own
+                redo += range(len(transcripts), len(transcripts) + len(texts))
+            transcripts += [Transcript(text, decoded.avg_logprob, decoded.no_speech_prob)
+                            for text in texts]
+        frames: list[np.ndarray] = [np.zeros((0, self.asr.dim), np.float32)] * len(utterances)
         for i, out in zip(redo, self.asr.transcribe([utterances[i].audio for i in redo])):
             transcripts[i], frames[i] = out.transcript, out.encoder_states
+        if self.audio_encoder is None:  # kind "whisper": each utterance's own window's states
+            rest = [i for i in range(len(utterances)) if i not in set(redo)]
+            for i, states in zip(rest, self.asr.encoder_states([utterances[i].audio
+                                                                for i in rest])):
+                frames[i] = states
         return self._classify(utterances, transcripts, frames, time.perf_counter() - start, ahead)
 
     def audio_features(self, utterances: Sequence[Utterance], whisper_frames: Sequence[np.ndarray]
                        ) -> list[np.ndarray]:
-        """The emotion model's audio input: the ASR pass's states (kind "whisper", which depend
-        on the window an utterance was decoded in), else the audio encoder on each utterance's
-        own audio (the same whether it was recognized alone, batched or packed)."""
+        """The emotion model's audio input: the states of the utterance's own Whisper window
+        (kind "whisper"), else the audio encoder on each utterance's own audio; either way the
+        same whether it was recognized alone, batched or in a shared window."""
         if self.audio_encoder is None:
             return list(whisper_frames)
         return self.audio_encoder.encode([u.audio for u in utterances])
@@ -171,24 +196,43 @@ class Recognizer:
             audio_frames, audio_time = self.audio_features(utterances, whisper_frames), 0.0
         else:
             audio_frames, audio_time = ahead.result()
-        text_start = clock()
-        text_states, text_mask = self.text_encoder.encode([t.text for t in transcripts])
-        fusion_start = clock()
-        audio, audio_mask = pad_sequences(audio_frames, self.checkpoint.audio_encoder.dim)
-        probs = self.model.predict_proba(text_states.float(), text_mask, audio.to(self.device),
-                                         audio_mask.to(self.device)).cpu().numpy()
-        done = clock()
+        text_time = fusion_time = 0.0
+        probs: list[np.ndarray] = [np.zeros(0)] * len(utterances)
+        # conversation context (issue 14): each transcript after the earlier ones of its source
+        contexts, counts = self.conversation.read_in_order(
+            utterances, [t.text for t in transcripts], self.context_speakers) \
+            if self.conversation.k else (None, None)
+        # a few utterances at a time, of similar length: padding every utterance of 8 windows to
+        # the longest one's frames would cost memory (2304-d frames) and time for nothing
+        order = sorted(range(len(utterances)), key=lambda i: len(audio_frames[i]))
+        for first in range(0, len(order), CLASSIFY_GROUP):
+            group = order[first:first + CLASSIFY_GROUP]
+            text_start = clock()
+            text_states, text_mask = self.text_encoder.encode(
+                [transcripts[i].text for i in group],
+                [contexts[i] for i in group] if contexts else None)
+            fusion_start = clock()
+            audio, audio_mask = pad_sequences([audio_frames[i] for i in group],
+                                              self.checkpoint.audio_encoder.dim)
+            out = self.model.predict_proba(text_states.float(), text_mask, audio.to(self.device),
+                                           audio_mask.to(self.device)).cpu().numpy()
+            for i, p in zip(group, out):
+                probs[i] = p
+            text_time += fusion_start - text_start
+            fusion_time += clock() - fusion_start
         timings = {"asr": asr_time, "audio_encoder": audio_time,
-                   "text_encoder": fusion_start - text_start, "fusion": done - fusion_start}
+                   "text_encoder": text_time, "fusion": fusion_time}
         self.stage_seconds.update(timings)
-        return [self._result(u, t, p, timings) for u, t, p in zip(utterances, transcripts, probs)]
+        return [self._result(u, t, p, timings, counts[i] if counts else None)
+                for i, (u, t, p) in enumerate(zip(utterances, transcripts, probs))]
 
-    def _result(self, utterance, transcript, probs, timings) -> EmotionResult:
+    def _result(self, utterance, transcript, probs, timings, context: int | None = None
+                ) -> EmotionResult:
         best = int(np.argmax(probs))
         return EmotionResult(
             utterance=utterance, transcript=transcript, label=self.labels[best],
             probabilities={label: float(p) for label, p in zip(self.labels, probs)},
-            model_id=self.model_id, timings=dict(timings))
+            model_id=self.model_id, timings=dict(timings), context=context)
 
 
 class _Background:

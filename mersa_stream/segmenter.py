@@ -1,25 +1,38 @@
-"""WebRTC-VAD segmentation into utterances, fed chunk by chunk.
+"""Segmentation into sentence/turn-sized utterances, fed chunk by chunk.
 
 `Segmenter.push(chunk)` accepts audio of any length (a microphone read, a decoded file block) and
 returns the utterances that closed inside it; `flush()` closes the last one. Because all state
 advances frame by frame, any way of cutting the same audio into chunks gives the same result.
 
-Start: at least `start_ratio` of the frames in the last `start_window_ms` are voiced. The reported
-start is the first voiced frame of that window. End: `hangover_ms` of unvoiced frames in a row; the
-reported end is the end of the last voiced frame. The audio handed on also carries `pre_roll_ms`
-before the start and `tail_ms` after the end. An utterance reaching `max_utterance_s` is cut there
-and the next one starts at once; one shorter than `min_utterance_ms` of speech is dropped.
+Voiced frames. A frame is voiced when WebRTC VAD calls it speech and, with `voice_check =
+"silero"`, the Silero VAD model (shipped with faster-whisper, run here on a stream of 32 ms
+blocks) gives the audio under it a speech probability of at least `voice_threshold`. WebRTC alone
+fires on noise, notably where a noise level steps up; Silero does not, so noise opens nothing.
+
+Utterances. Speech starts when at least `start_ratio` of the frames in the last `start_window_ms`
+are voiced; the reported start is the first voiced frame of that window. A run of `hangover_ms`
+unvoiced frames ends a speech region (the VAD's raw material); regions separated by pauses
+shorter than `merge_gap_ms` (a sentence's commas and full stops, breaths) form one utterance, so
+the utterance ends after max(hangover_ms, merge_gap_ms) of unvoiced frames; the reported end is
+the end of its last voiced frame. The audio handed on also carries `pre_roll_ms` before the start
+and `tail_ms` after the end. An utterance reaching `max_utterance_s` is split at its longest
+pause (with no pause at all, at the limit itself) and the rest goes on as the next utterance;
+one shorter than `min_utterance_ms` of speech is dropped.
 
 Tentative end (live use): as soon as `tail_ms` of unvoiced frames follow the speech, the audio the
 utterance will carry if it ends there is complete. `on_tentative(utterance)` is then called with
 exactly the Utterance `_close` would return (same index, bounds and samples), so a listener can
-start recognising it while the hangover runs; if speech resumes first the tentative one is void.
+start recognising it while the pause runs; if speech resumes first the tentative one is void
+(`pending` says which tentative utterance still stands). With merging this happens at every
+pause of tail_ms or more inside an utterance, each time with the longer utterance.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from collections import deque
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -28,9 +41,83 @@ import webrtcvad
 from .config import SegmenterConfig
 from .types import SAMPLE_RATE, Utterance
 
+SILERO_BLOCK = 512  # samples per Silero VAD step at 16 kHz
+SILERO_CONTEXT = 64  # samples of the previous block each step also sees
+
 
 def to_pcm16(samples: np.ndarray) -> bytes:
     return (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+
+
+_silero_session = None
+
+
+def silero_session():
+    """faster-whisper's Silero VAD model (ONNX), loaded once. Located without importing
+    faster_whisper itself, which would pull in CTranslate2 for commands that need no model."""
+    global _silero_session
+    if _silero_session is None:
+        import onnxruntime
+
+        spec = importlib.util.find_spec("faster_whisper")
+        path = Path(spec.submodule_search_locations[0]) / "assets" / "silero_vad_v6.onnx"
+        options = onnxruntime.SessionOptions()
+        options.inter_op_num_threads = options.intra_op_num_threads = 1
+        options.log_severity_level = 4
+        _silero_session = onnxruntime.InferenceSession(
+            str(path), providers=["CPUExecutionProvider"], sess_options=options)
+    return _silero_session
+
+
+class SileroStream:
+    """Silero speech probabilities for consecutive 512-sample blocks of a stream. The model's
+    LSTM state runs through the blocks in order, so any chunking gives the same probabilities
+    (one batched call per push: cheap for file blocks, one block at a time for a microphone)."""
+
+    def __init__(self, origin: int = 0):
+        self.session = silero_session()
+        self.origin = origin  # stream sample at which block 0 starts
+        self._h = np.zeros((1, 1, 128), np.float32)
+        self._c = np.zeros((1, 1, 128), np.float32)
+        self._context = np.zeros(SILERO_CONTEXT, np.float32)
+        self._carry = np.zeros(0, np.float32)
+        self.first = 0  # block index of probs[0]
+        self.probs: deque[float] = deque()
+
+    @property
+    def heard(self) -> int:
+        """The stream sample up to which every block has a probability."""
+        return self.origin + (self.first + len(self.probs)) * SILERO_BLOCK
+
+    def push(self, samples: np.ndarray) -> None:
+        data = np.concatenate([self._carry, samples]) if len(self._carry) else samples
+        n = len(data) // SILERO_BLOCK
+        self._carry = data[n * SILERO_BLOCK:].copy()
+        if n == 0:
+            return
+        blocks = data[:n * SILERO_BLOCK].reshape(n, SILERO_BLOCK)
+        context = np.concatenate([self._context[None], blocks[:-1, -SILERO_CONTEXT:]])
+        self._context = blocks[-1, -SILERO_CONTEXT:].copy()
+        probs, self._h, self._c = self.session.run(
+            None, {"input": np.concatenate([context, blocks], 1).astype(np.float32),
+                   "h": self._h, "c": self._c})
+        self.probs.extend(np.asarray(probs, np.float32).reshape(-1).tolist())
+
+    def finish(self) -> None:
+        """Pad the last partial block with silence."""
+        if len(self._carry):
+            self.push(np.zeros(SILERO_BLOCK - len(self._carry), np.float32))
+
+    def max_prob(self, start: int, end: int) -> float:
+        """Highest probability of the blocks overlapping stream samples [start, end)."""
+        lo = (start - self.origin) // SILERO_BLOCK
+        hi = (end - 1 - self.origin) // SILERO_BLOCK
+        return max(self.probs[j - self.first] for j in range(lo, hi + 1))
+
+    def forget_before(self, sample: int) -> None:
+        while self.probs and self.origin + (self.first + 1) * SILERO_BLOCK <= sample:
+            self.probs.popleft()
+            self.first += 1
 
 
 class Segmenter:
@@ -41,10 +128,13 @@ class Segmenter:
         self.source = source
         self.live = live
         self.vad = webrtcvad.Vad(config.aggressiveness)
+        self.silero = SileroStream() if config.voice_check == "silero" else None
         self.frame_len = SAMPLE_RATE * config.frame_ms // 1000
         ms = config.frame_ms
         self.start_window = max(1, config.start_window_ms // ms)
         self.hangover_frames = max(1, config.hangover_ms // ms)
+        # the pause that ends an utterance: shorter ones are merged into it
+        self.end_frames = max(self.hangover_frames, config.merge_gap_ms // ms)
         self.pre_roll_frames = config.pre_roll_ms // ms
         self.tail_frames = config.tail_ms // ms
         # the silent run after which the utterance's audio is final (if it ends there)
@@ -52,54 +142,80 @@ class Segmenter:
         self.min_frames = config.min_utterance_ms // ms
         self.max_frames = int(config.max_utterance_s * 1000) // ms
         self._carry = np.zeros(0, np.float32)
+        # frames cut and WebRTC-classified, waiting for Silero to cover them (index, samples, vad)
+        self._waiting: deque[tuple[int, np.ndarray, bool]] = deque()
+        self._next_cut = 0  # index of the next frame to cut from the stream
         self._frame_index = 0  # index of the next frame to be classified
         # (frame index, samples, voiced) of recent frames, enough for pre-roll + start window
         self._history: deque[tuple[int, np.ndarray, bool]] = deque(
             maxlen=self.pre_roll_frames + self.start_window)
         self._active: list[np.ndarray] | None = None  # frames of the open utterance
+        self._voiced: list[bool] = []  # ... and whether each was voiced
         self._active_first = 0  # frame index of _active[0]
         self._speech_first = 0
         self._last_voiced = 0
         self._silent_run = 0
         self._count = 0
+        self.pending: Utterance | None = None  # the tentative utterance still standing
 
     @property
     def in_speech(self) -> bool:
         return self._active is not None
 
     def push(self, chunk: np.ndarray) -> list[Utterance]:
-        """State kept between calls is bounded: under one frame of carry, the pre-roll + start
-        window of history, and an open utterance of at most `max_utterance_s` (+ pre-roll)."""
+        """State kept between calls is bounded: under one frame of carry (plus one Silero block),
+        the pre-roll + start window of history, and an open utterance of at most
+        `max_utterance_s` (+ pre-roll)."""
         chunk = np.asarray(chunk, dtype=np.float32).reshape(-1)
         if not np.isfinite(chunk).all():  # NaN/inf would become arbitrary PCM values
             chunk = np.nan_to_num(chunk, nan=0.0, posinf=1.0, neginf=-1.0)
         data = np.concatenate([self._carry, chunk]) if len(self._carry) else chunk
         n = len(data) // self.frame_len
         self._carry = data[n * self.frame_len:].copy()
-        out: list[Utterance] = []
+        if self.silero is not None:
+            self.silero.push(chunk)
         for i in range(n):
-            frame = data[i * self.frame_len:(i + 1) * self.frame_len]
-            utterance = self._step(frame)
-            if utterance is not None:
-                out.append(utterance)
-        return out
+            frame = data[i * self.frame_len:(i + 1) * self.frame_len].copy()
+            self._waiting.append((self._next_cut, frame, self._is_speech(frame)))
+            self._next_cut += 1
+        return self._classify_waiting()
 
     def flush(self) -> list[Utterance]:
         """Close the open utterance at end of input (a partial last frame is ignored)."""
         self._carry = np.zeros(0, np.float32)
-        if self._active is None:
-            return []
-        utterance = self._close(self._frame_index)
-        return [utterance] if utterance is not None else []
+        if self.silero is not None:
+            self.silero.finish()
+        out = self._classify_waiting()
+        if self.silero is not None:  # audio pushed later starts a new stream where frames do
+            self.silero = SileroStream(origin=self._next_cut * self.frame_len)
+        if self._active is not None:
+            utterance = self._close(self._frame_index)
+            if utterance is not None:
+                out.append(utterance)
+        return out
+
+    def _classify_waiting(self) -> list[Utterance]:
+        out: list[Utterance] = []
+        while self._waiting:
+            index, frame, vad = self._waiting[0]
+            start, end = index * self.frame_len, (index + 1) * self.frame_len
+            if self.silero is not None:
+                if self.silero.heard < end:
+                    break  # Silero has not heard all of this frame yet
+                vad = vad and self.silero.max_prob(start, end) >= self.config.voice_threshold
+                self.silero.forget_before(start)
+            self._waiting.popleft()
+            utterance = self._step(frame, vad)
+            if utterance is not None:
+                out.append(utterance)
+        return out
 
     def _is_speech(self, frame: np.ndarray) -> bool:
         return self.vad.is_speech(to_pcm16(frame), SAMPLE_RATE)
 
-    def _step(self, frame: np.ndarray) -> Utterance | None:
+    def _step(self, frame: np.ndarray, voiced: bool) -> Utterance | None:
         index = self._frame_index
         self._frame_index += 1
-        voiced = self._is_speech(frame)
-        frame = frame.copy()
         if self._active is None:
             self._history.append((index, frame, voiced))
             window = list(self._history)[-self.start_window:]
@@ -109,51 +225,92 @@ class Segmenter:
             return None
 
         self._active.append(frame)
+        self._voiced.append(voiced)
         if voiced:
             self._last_voiced = index
             self._silent_run = 0
+            self.pending = None
         else:
             self._silent_run += 1
-        if self._silent_run >= self.hangover_frames:
+        if self._silent_run >= self.end_frames:
             return self._close(index + 1)
         if self.on_tentative is not None and self._silent_run == self.tentative_frames:
             tentative = self._utterance(index + 1)
             if tentative is not None:
+                self.pending = tentative
                 self.on_tentative(tentative)
         if index + 1 - self._speech_first >= self.max_frames:
-            utterance = self._close(index + 1, cut=True)
-            # speech goes on: the next utterance starts on the very next frame
-            self._active, self._active_first = [], index + 1
-            self._speech_first = self._last_voiced = index + 1
-            self._silent_run = 0
-            return utterance
+            return self._split(index + 1)
         return None
 
     def _open(self, window) -> None:
         first_voiced = next(i for i, _, v in window if v)
         entries = [e for e in self._history if e[0] >= first_voiced - self.pre_roll_frames]
         self._active = [f for _, f, _ in entries]
+        self._voiced = [v for _, _, v in entries]
         self._active_first = entries[0][0]
         self._speech_first = first_voiced
         self._last_voiced = max(i for i, _, v in window if v)
         self._silent_run = window[-1][0] - self._last_voiced
         self._history.clear()
 
-    def _close(self, end_frame: int, cut: bool = False) -> Utterance | None:
-        utterance = self._utterance(end_frame, cut)
+    def _close(self, end_frame: int) -> Utterance | None:
+        utterance = self._utterance(end_frame)
         self._active = None
+        self._voiced = []
         self._silent_run = 0
+        self.pending = None
         if utterance is not None:
             self._count += 1
         return utterance
 
-    def _utterance(self, end_frame: int, cut: bool = False) -> Utterance | None:
+    def _longest_pause(self) -> tuple[int, int] | None:
+        """(first, end) frame indices of the open utterance's longest inner pause (among equals,
+        the latest); None: no pause."""
+        best, run_start = None, None
+        offset = self._active_first
+        for k in range(self._speech_first - offset, len(self._voiced)):
+            if not self._voiced[k]:
+                run_start = k if run_start is None else run_start
+            elif run_start is not None:
+                if best is None or k - run_start >= best[1] - best[0]:
+                    best = (run_start, k)
+                run_start = None
+        return None if best is None else (best[0] + offset, best[1] + offset)
+
+    def _split(self, end_frame: int) -> Utterance | None:
+        """The open utterance reached max_utterance_s: close it at its longest pause and go on
+        with the rest (at the limit itself when it has no pause)."""
+        pause = self._longest_pause()
+        if pause is None or pause[0] - self._speech_first < max(1, self.min_frames):
+            utterance = self._utterance(end_frame, cut=True)
+            rest_first = rest_speech = end_frame
+            self._silent_run = 0
+        else:
+            cut, rest_speech = pause
+            keep = cut - self._active_first + min(self.tail_frames, rest_speech - cut)
+            last_voiced, self._last_voiced = self._last_voiced, cut - 1
+            utterance = self._utterance(cut, keep=keep)
+            self._last_voiced = last_voiced
+            rest_first = max(cut, rest_speech - self.pre_roll_frames)
+        if utterance is not None:
+            self._count += 1
+        drop = rest_first - self._active_first
+        self._active, self._voiced = self._active[drop:], self._voiced[drop:]
+        self._active_first, self._speech_first = rest_first, rest_speech
+        self._last_voiced = max(self._last_voiced, rest_speech)
+        self.pending = None
+        return utterance
+
+    def _utterance(self, end_frame: int, cut: bool = False,
+                   keep: int | None = None) -> Utterance | None:
         """The utterance the open one becomes if it ends now (None: too short to keep)."""
         frames, first = self._active, self._active_first
         speech_end = end_frame if cut else self._last_voiced + 1
         if speech_end - self._speech_first < max(1, self.min_frames):
             return None
-        keep = min(len(frames), speech_end - first + (0 if cut else self.tail_frames))
+        if keep is None:
+            keep = min(len(frames), speech_end - first + (0 if cut else self.tail_frames))
         audio = np.concatenate(frames[:keep]) if keep else np.zeros(0, np.float32)
         fs = self.config.frame_ms / 1000
         return Utterance(

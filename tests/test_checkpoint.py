@@ -95,10 +95,10 @@ def test_bad_checkpoints_give_one_line_errors(tmp_path):
 
 
 def test_shipped_default_is_a_small_calibrated_gated_checkpoint_with_its_card():
-    from pathlib import Path
+    from mersa_stream.checkpoint import checkpoint_folder
 
-    folder = Path(__file__).resolve().parents[1] / "models" / "default"
-    ckpt = load_checkpoint(folder)
+    folder = checkpoint_folder("default")  # the built-in name: the copy inside the package
+    ckpt = load_checkpoint("default")
     assert ckpt.model_id == "mersa-default" and ckpt.labels == LABELS
     config = ckpt.model.config
     assert (ckpt.audio_encoder.kind, config.audio_layers) == ("whisper-layers", 6)

@@ -69,19 +69,19 @@ def test_bad_override_and_missing_file(tmp_path):
 
 
 def test_batch_size_flag_sets_what_one_batch_holds():
-    """`analyze --batch-size` counts utterances, or 30 s windows when packing, however packing
-    was asked for (flag, --set, config file)."""
+    """`analyze --batch-size` counts 30 s windows (the default, packing), or utterances with
+    --no-pack, however packing was turned off (flag, --set, config file)."""
     from mersa_stream.cli import ConfigFlags
 
     defaults = Config().runtime
-    plain = ConfigFlags().load(batch_size=5).runtime
-    assert (plain.batch_size, plain.pack_batch_size) == (5, defaults.pack_batch_size)
-    for packing in (ConfigFlags(values={"runtime.pack_windows": True}),
-                    ConfigFlags(overrides=("runtime.pack_windows=true",))):
-        packed = packing.load(batch_size=5).runtime
-        assert (packed.batch_size, packed.pack_batch_size) == (defaults.batch_size, 5)
+    packed = ConfigFlags().load(batch_size=5).runtime
+    assert (packed.batch_size, packed.pack_batch_size) == (defaults.batch_size, 5)
+    for single in (ConfigFlags(values={"runtime.pack_windows": False}),
+                   ConfigFlags(overrides=("runtime.pack_windows=false",))):
+        plain = single.load(batch_size=5).runtime
+        assert (plain.batch_size, plain.pack_batch_size) == (5, defaults.pack_batch_size)
     with pytest.raises(ConfigError, match="--batch-size: runtime.pack_batch_size: 100 is out of"):
-        ConfigFlags(values={"runtime.pack_windows": True}).load(batch_size=100)
+        ConfigFlags().load(batch_size=100)
 
 
 def mersa_help(*command: str) -> str:

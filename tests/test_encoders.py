@@ -96,3 +96,32 @@ def test_checkpoint_and_encoder_dimensions_must_agree(tmp_path, tiny_bert):
     folder = small_checkpoint(tmp_path / "ckpt", text_dim=48, text_spec=str(tiny_bert))
     with pytest.raises(ModelError, match="expects a 48-d text encoder"):
         Recognizer(Config(models=ModelsConfig(checkpoint=str(folder))))
+
+
+def _mpnet_available() -> bool:
+    from mersa_stream.encoders.mpnet import RELEASE, is_unpacked, models_cache, part_files
+
+    return is_unpacked(models_cache() / "all-mpnet-base-v2", RELEASE) or part_files() is not None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _mpnet_available(), reason="the mpnet extra is not installed")
+def test_embedded_mpnet_resolves_and_encodes_in_context():
+    """The optional all-mpnet-base-v2 (issue 14): found like MiniLM, read through transformers'
+    MPNetModel (relative positions: not the plain BERT of bert.py), 768-d sentence states whose
+    mean is what sentence-transformers' mean pooling gives (similar sentences closer)."""
+    resolved = resolve_transformers("all-mpnet-base-v2", "text encoder", "--text-encoder")
+    assert resolved.origin.startswith("embedded") and (resolved.path / "config.json").is_file()
+    encoder = TextEncoder(resolved.path, max_tokens=64, backend="auto")
+    assert type(encoder.model).__name__ == "MPNetModel" and encoder.dim == 768
+    texts = ["I am so happy today.", "I feel very glad now.", "The train leaves at noon."]
+    states, mask = encoder.encode(texts)
+    pooled = torch.nn.functional.normalize(
+        (states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True), dim=-1)
+    similar, unrelated = float(pooled[0] @ pooled[1]), float(pooled[0] @ pooled[2])
+    assert similar > unrelated + 0.2
+    in_context, context_mask = encoder.encode(texts, ["B: I lost my job.", "", ""])
+    assert context_mask.sum(1).tolist() == mask.sum(1).tolist()  # the current tokens only
+    assert not torch.allclose(in_context[0][context_mask[0]], states[0][mask[0]], atol=1e-3)
+    torch.testing.assert_close(in_context[1][context_mask[1]], states[1][mask[1]], atol=1e-4,
+                               rtol=0)

@@ -41,7 +41,7 @@ def analyze(talk, recognizer, batch_size, packed):
 
 @pytest.fixture(scope="module")
 def results(talk, recognizer):
-    return analyze(talk, recognizer, 8, packed=False)  # what `mersa analyze` does
+    return analyze(talk, recognizer, 8, packed=True)  # what `mersa analyze` does
 
 
 @pytest.fixture(scope="module")
@@ -50,21 +50,13 @@ def single(talk, recognizer):
 
 
 @pytest.fixture(scope="module")
-def packed(talk, recognizer):
-    return analyze(talk, recognizer, 8, packed=True)  # `mersa analyze --pack`
+def per_utterance(talk, recognizer):
+    return analyze(talk, recognizer, 8, packed=False)  # `mersa analyze --no-pack`
 
 
-def test_packed_windows_keep_utterances_and_most_words(talk, packed):
-    assert len(packed) == len(talk.spans)
-    assert [r.utterance.start for r in packed] == pytest.approx([s for s, _ in talk.spans], abs=0.3)
-    for r in packed:
-        assert sum(r.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
-    wer = word_error_rate(" ".join(talk.sentences), " ".join(r.transcript.text for r in packed))
-    assert wer <= 0.35, wer  # looser: context crosses utterance boundaries (docs/benchmarks.md)
-
-
-def test_boundaries_transcripts_and_probabilities(talk, results):
-    found = results
+@pytest.mark.parametrize("mode", ["results", "per_utterance"])
+def test_boundaries_transcripts_and_probabilities(talk, mode, request):
+    found = request.getfixturevalue(mode)
     assert len(found) == len(talk.spans)
     for result, (start, end) in zip(found, talk.spans):
         assert abs(result.utterance.start - start) <= 0.3
@@ -80,10 +72,10 @@ def test_boundaries_transcripts_and_probabilities(talk, results):
 PROBABILITY_TOLERANCE = 1e-3  # batched vs one at a time (docs/benchmarks.md)
 
 
-@pytest.mark.parametrize("mode", ["packed", "single"])
-def test_batched_equals_unbatched(talk, recognizer, results, single, mode, request):
-    batched = request.getfixturevalue("packed") if mode == "packed" else results
-    alone = analyze(talk, recognizer, 1, packed=True) if mode == "packed" else single
+@pytest.mark.parametrize("mode", ["windows", "per_utterance"])
+def test_batched_equals_unbatched(talk, recognizer, results, single, per_utterance, mode):
+    batched = results if mode == "windows" else per_utterance
+    alone = analyze(talk, recognizer, 1, packed=True) if mode == "windows" else single
     assert [r.transcript.text for r in alone] == [r.transcript.text for r in batched]
     assert [r.label for r in alone] == [r.label for r in batched]
     for a, b in zip(alone, batched):
@@ -100,19 +92,21 @@ def test_shared_encoder_transcript_equals_plain_faster_whisper(single, recognize
         assert " ".join(s.text.strip() for s in segments) == result.transcript.text
 
 
-def test_trainer_packed_features_equal_what_analyze_pack_slices(talk, recognizer):
-    """`mersa train --packed-features` trains on `WhisperAsr.encoder_states_packed`: the very
-    frames `analyze --pack` slices out of its decoded windows, and not the per-utterance ones."""
-    from mersa_stream.packing import pack
+def test_trainer_packed_features_are_sliced_from_fixed_windows(talk, recognizer):
+    """`mersa train --packed-features` trains on `WhisperAsr.encoder_states_packed`: each
+    utterance's frames sliced out of the encoder states of the `pack_fixed` window it was laid
+    in, which its neighbours change (unlike the runtime's features: test_windows.py)."""
+    from mersa_stream.packing import pack_fixed
     from mersa_stream.pipeline import segment
     from mersa_stream.segmenter import Segmenter
 
     asr = recognizer.asr
+    gap = Config().runtime.pack_gap_s
     utterances = list(segment([talk.audio], Segmenter(Config().segmenter, "talk")))
-    windows = list(pack(utterances, gap_s=Config().runtime.pack_gap_s))
-    _, states = asr.decode_windows([w.audio for w in windows])
+    windows = list(pack_fixed(utterances, gap_s=gap))
+    states = asr._to_numpy(asr._encode([w.audio for w in windows]))
     sliced = [s[p.frames] for w, s in zip(windows, states) for p in w.placements]
-    trainer = asr.encoder_states_packed([u.audio for u in utterances], Config().runtime.pack_gap_s)
+    trainer = asr.encoder_states_packed([u.audio for u in utterances], gap)
     alone = asr.encoder_states([u.audio for u in utterances])
     assert len(trainer) == len(sliced) == len(utterances) > 1
     for t, s, a in zip(trainer, sliced, alone):

@@ -14,9 +14,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from helpers import conversation, have_espeak, small_checkpoint, words, write_wav
+from mersa_stream.types import SAMPLE_RATE
 
 pytest_plugins = ["vmic"]  # the `vmic` and `fresh_vmic` fixtures
 
@@ -50,6 +52,12 @@ def data(tmp_path_factory):
 def read_jsonl(text: str) -> list[dict]:
     assert text == "" or text.endswith("\n"), "last line is incomplete"
     return [json.loads(line) for line in text.splitlines()]
+
+
+def finals(records: list[dict]) -> list[dict]:
+    """The final records (interim ones, `final` false, come before the final of their index)."""
+    assert all(isinstance(r["final"], bool) for r in records)
+    return [r for r in records if r["final"]]
 
 
 def assert_same_utterances(got: list[dict], reference: list[dict], aligned: bool) -> None:
@@ -92,7 +100,7 @@ def test_live_microphone_matches_analyze(data, vmic):
             proc.kill()
     assert proc.returncode == 0, err
     assert err.strip() == ""  # --quiet: no ALSA/JACK noise, no chatter
-    got = read_jsonl(out)
+    got = finals(read_jsonl(out))
     assert_same_utterances(got, data["reference"], aligned=True)
     assert all(g["file"].startswith("mic:") for g in got)
 
@@ -107,9 +115,10 @@ def test_file_source_matches_analyze(data):
                            "--output", str(out_file), "--checkpoint", str(data["checkpoint"])],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    got = read_jsonl(proc.stdout)
+    records = read_jsonl(proc.stdout)
+    got = finals(records)
     assert_same_utterances(got, data["reference"], aligned=False)
-    assert read_jsonl(out_file.read_text()) == got
+    assert read_jsonl(out_file.read_text()) == records
     assert "3 detected, 3 emitted, 0 dropped" in proc.stderr
     assert "total" in proc.stderr and "asr" in proc.stderr
 
@@ -140,8 +149,9 @@ def test_sigterm_mid_stream_keeps_every_finished_utterance(data):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, err
-    got = read_jsonl(out_file.read_text())
-    assert read_jsonl(out) == got
+    records = read_jsonl(out_file.read_text())
+    assert read_jsonl(out) == records
+    got = finals(records)
     ref = data["reference"]
     assert len(got) == 2, got
     assert_same_utterances(got[:1], ref[:1], aligned=False)
@@ -175,8 +185,10 @@ def recognizer(data):
 
 @pytest.fixture(scope="module")
 def six(data):
+    # pauses and lead of 1 s: shorter ones (0.6/0.5 s before issue 12) are within the merge gap
+    # now (one utterance; the last one closed by the end of input, which never drops)
     conv = conversation(["Good morning.", "Where are you?", "Come here now.", "That is mine.",
-                         "Thank you so much.", "See you later."], [0.6] * 5, lead=0.5, seed=3)
+                         "Thank you so much.", "See you later."], [1.0] * 5, lead=1.0, seed=3)
     return write_wav(data["folder"] / "six.wav", conv.audio)
 
 
@@ -200,7 +212,7 @@ def test_slow_recognizer_overflow_policy(data, recognizer, six, policy, emitted,
     slow = SlowRecognizer(recognizer, delay=1.0)
     stream = io.StringIO()
     stats = Listener(cfg, slow, source, [JsonlSink(stream)]).run()
-    records = read_jsonl(stream.getvalue())
+    records = finals(read_jsonl(stream.getvalue()))
     assert stats.detected == 6
     assert [r["index"] for r in records] == emitted
     assert stats.emitted_indices == emitted and stats.processed == len(emitted)
@@ -249,7 +261,7 @@ def test_speculative_recognition_gives_the_same_results_once(data, recognizer):
         stream = io.StringIO()
         source = FileSource(data["wav"], speed=1.0)
         stats = Listener(cfg, counting, source, [JsonlSink(stream)]).run()
-        runs[speculate] = (stats, counting.calls, read_jsonl(stream.getvalue()))
+        runs[speculate] = (stats, counting.calls, finals(read_jsonl(stream.getvalue())))
     (spec, spec_calls, spec_records), (plain, plain_calls, plain_records) = runs[True], runs[False]
     assert spec.speculation_hits >= 1
     assert spec_calls == len(SENTENCES) - spec.speculation_hits + spec.speculated
@@ -305,10 +317,80 @@ def test_device_lost_mid_run_exits_5_and_keeps_results(data, fresh_vmic):
             proc.kill()
     assert proc.returncode == 5, err
     assert_one_line_error(err, "lost")
-    got = read_jsonl(out_file.read_text())
-    assert read_jsonl(out) == got
+    records = read_jsonl(out_file.read_text())
+    assert read_jsonl(out) == records
+    got = finals(records)
     # the first utterance, and the one cut short by the loss, both made it out
     assert len(got) == 2, got
     assert words(got[0]["text"]) == words(data["reference"][0]["text"])
     cut, whole = got[1], data["reference"][1]
     assert cut["end"] - cut["start"] < whole["end"] - whole["start"]
+
+
+# ------------------------------------------------------------- (f) interim and final records
+
+
+@pytest.fixture(scope="module")
+def paused(data):
+    """A sentence with inner pauses (~0.5 s at its full stops), then 6.5 s of silence."""
+    conv = conversation(["Stop it. Just stop it. I mean it."], [], lead=0.5, seed=5)
+    trailing = np.random.default_rng(5).normal(0, 10 ** (-45 / 20), 6 * SAMPLE_RATE)
+    audio = np.concatenate([conv.audio, trailing.astype(np.float32)])
+    return write_wav(data["folder"] / "paused.wav", audio)
+
+
+def test_interim_records_then_the_final_one(data, recognizer, paused):
+    """Played paced, an utterance's first record comes at its pause (interim, `final` false),
+    its final record when it closes (same index); one final, every interim before it and never
+    longer than it; the `first` latency is the interim's."""
+    import io
+
+    from mersa_stream.config import load_config
+    from mersa_stream.listen import FIRST, Listener
+    from mersa_stream.sinks import JsonlSink
+    from mersa_stream.sources import FileSource
+
+    # a 6 s merge gap (4 s of wall time at speed 1.5): the speculative recognition surely ends
+    # while the pause still runs, even on a loaded machine where one begun at an inner pause
+    # (void) runs first
+    cfg = load_config(None, ["segmenter.merge_gap_ms=6000"],
+                      {"models": {"checkpoint": str(data["checkpoint"])}})
+    stream = io.StringIO()
+    stats = Listener(cfg, recognizer, FileSource(paused, speed=1.5), [JsonlSink(stream)]).run()
+    records = read_jsonl(stream.getvalue())
+    final = finals(records)
+    assert [r["index"] for r in final] == [0]
+    assert stats.processed == 1 and stats.interim == len(records) - 1 >= 1, \
+        (stats.speculated, stats.speculation_hits, stats.latencies)
+    final_at = {r["index"]: (i, r) for i, r in enumerate(records) if r["final"]}
+    for i, r in enumerate(records):
+        if r["final"]:
+            continue
+        j, last = final_at[r["index"]]
+        assert i < j and r["start"] == last["start"] and r["end"] <= last["end"]
+    # the pause after each utterance outlasts its recognition: an interim of the final audio
+    for index, (j, last) in final_at.items():
+        same = [r for r in records[:j] if not r["final"] and r["index"] == index
+                and (r["end"], r["text"], r["label"]) == (last["end"], last["text"], last["label"])]
+        assert same, index
+        assert same[-1]["emitted_at"] <= last["emitted_at"]
+    assert words(final[0]["text"]) == words("Stop it. Just stop it. I mean it.")
+    (first,), (total,) = stats.latencies[FIRST], stats.latencies["total"]
+    assert total >= 4.0 > first  # the final waits for the merge gap; the interim does not
+    assert first == pytest.approx(same[-1]["latency"]["total"], abs=0.01)
+
+
+def test_interim_records_can_be_turned_off(data, recognizer, paused):
+    import io
+
+    from mersa_stream.config import load_config
+    from mersa_stream.listen import Listener
+    from mersa_stream.sinks import JsonlSink
+    from mersa_stream.sources import FileSource
+
+    cfg = load_config(None, ["listen.interim=false"],
+                      {"models": {"checkpoint": str(data["checkpoint"])}})
+    stream = io.StringIO()
+    stats = Listener(cfg, recognizer, FileSource(paused, speed=4.0), [JsonlSink(stream)]).run()
+    records = read_jsonl(stream.getvalue())
+    assert stats.interim == 0 and [r["final"] for r in records] == [True]

@@ -106,7 +106,7 @@ def make_inputs(folder: Path, speech: np.ndarray) -> dict[str, tuple[Path, str, 
         rng.bytes(5000))
     add("notes.txt", "error", "not a readable audio or video file (it is text)").write_text(
         "path,text,label\nclips/a.wav,hello there,happy\n" * 20, encoding="utf-8")
-    add("a folder.wav", "error", "is a directory, not an audio file").mkdir()
+    add("a folder.wav", "error", "no audio or video files").mkdir()  # a folder is searched
     add("missing.wav", "error", "no such file")
     encode_pyav(add("video only.mp4", "error", "has no audio stream"), None, 44100, video=True)
     write_wav(add("locked.wav", "error", "permission denied"), speech).chmod(0)
@@ -332,7 +332,8 @@ def talks(tmp_path_factory):
 def start_analyze(folder: Path, files, out: Path, checkpoint: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "mersa_stream", "analyze", *map(str, files), "--checkpoint",
-         str(checkpoint), "-f", "jsonl", "-o", str(out), "--batch-size", "1", "--resume"],
+         str(checkpoint), "-f", "jsonl", "-o", str(out), "--batch-size", "1", "--resume",
+         "--no-pack"],  # one utterance at a time, so that a stop can fall inside a file
         cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -179,7 +179,9 @@ from pathlib import Path
 
 path = sys.argv[1]
 chunks = stream_audio(path) if sys.argv[2] == "stream_audio" else _pyav_chunks(Path(path))
-segmenter, utterances, samples = Segmenter(SegmenterConfig()), 0, 0
+# the warbling tone stands for speech: WebRTC alone (the Silero voice check, rightly, hears no
+# voice in it; issue 12)
+segmenter, utterances, samples = Segmenter(SegmenterConfig(voice_check="none")), 0, 0
 for chunk in chunks:
     samples += len(chunk)
     utterances += len(segmenter.push(chunk))

@@ -269,7 +269,8 @@ def test_listen_keeps_what_is_said_while_the_models_load(tmp_path):
     from mersa_stream.sinks import JsonlSink
     from mersa_stream.sources import FileSource
 
-    conv = conversation(["Good morning.", "Where are you?", "Come here now."], [0.6, 0.6],
+    # pauses of 1 s: 0.6 s ones are within segmenter.merge_gap_ms (one utterance; issue 12)
+    conv = conversation(["Good morning.", "Where are you?", "Come here now."], [1.0, 1.0],
                         lead=0.5, seed=3)
     wav = write_wav(tmp_path / "three.wav", conv.audio)
     fake = FakeRecognizer()

@@ -390,3 +390,23 @@ def test_real_emodb(tmp_path):
             assert {s for s in test if s.startswith("actor")} == \
                 {r.speaker for r in make_split("ravdess", alone, "speaker", fold)["test"]}
             assert any(s.startswith("emodb") for s in test)
+
+
+def test_iemocap_records_carry_their_dialogue_in_time_order(tmp_path):
+    """The text branch's context (issue 14): the earlier utterances of the dialogue, ordered by
+    start time even where the file lists them out of order, the same whichever classes are kept."""
+    from mersa_stream.context import Turn
+
+    root = make_iemocap(tmp_path / "IEMOCAP_full_release", sessions=(1,))
+    evaluation = root / "Session1" / "dialog" / "EmoEvaluation" / "Ses01F_impro01.txt"
+    lines = evaluation.read_text().splitlines()
+    evaluation.write_text("\n".join(lines[:2] + lines[2:10][::-1] + lines[10:]) + "\n")
+    records = {r.id: r for r in load_iemocap(root)}
+    assert records["iemocap/Ses01F_impro01_F000"].turns == ()
+    assert records["iemocap/Ses01F_impro01_M003"].turns == (
+        Turn("words neu 0", "Ses01F"), Turn("words hap 1", "Ses01M"), Turn("words exc 2", "Ses01F"))
+    assert [t.text for t in records["iemocap/Ses01F_impro01_F004"].turns] == [
+        "words neu 0", "words hap 1", "words exc 2", "words sad 3"]
+    # a label outside the classes is still a turn of the dialogue (fru: 6 classes keep it)
+    six = {r.id: r for r in load_iemocap(root, classes="6")}
+    assert six["iemocap/Ses01F_impro01_F004"].turns == records["iemocap/Ses01F_impro01_F004"].turns

@@ -82,6 +82,24 @@ class WordPieceTokenizer:
         self.backend.enable_padding(direction="right", pad_id=self.pad_id, pad_type_id=0,
                                     pad_token=self.pad_token)
         encodings = self.backend.encode_batch(list(texts), add_special_tokens=True)
+        return self._tensors(encodings)
+
+    def rows(self, firsts: Sequence[str], seconds: Sequence[str] | None = None) -> list[tuple]:
+        """Untruncated, unpadded encodings (ids, type ids, sequence ids, offsets) of `firsts`,
+        or of the pairs (seconds[i], firsts[i]); the text of `firsts` is sequence 1 either way
+        (what `TextEncoder.tokenize_in_context` expects)."""
+        self.backend.no_truncation()
+        self.backend.no_padding()
+        inputs = list(firsts) if seconds is None else list(zip(seconds, firsts))
+        out = []
+        for e in self.backend.encode_batch(inputs, add_special_tokens=True):
+            sequence = [1 if s is not None and (seconds is None or s == 1) else s
+                        for s in e.sequence_ids]
+            out.append((e.ids, e.type_ids, sequence, e.offsets))
+        return out
+
+    @staticmethod
+    def _tensors(encodings) -> dict[str, torch.Tensor]:
         return {"input_ids": torch.tensor([e.ids for e in encodings], dtype=torch.long),
                 "token_type_ids": torch.tensor([e.type_ids for e in encodings], dtype=torch.long),
                 "attention_mask": torch.tensor([e.attention_mask for e in encodings],

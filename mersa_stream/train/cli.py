@@ -56,6 +56,8 @@ TRAIN_FLAGS = (
          "voice of a neutral training clip (keeping their label)."),
     Flag(("--aux-weight",), "train.aux_weight",
          "mersa-gated: weight of the text-only and audio-only heads' losses."),
+    Flag(("--context",), "train.text_context", "Text branch: read each utterance after up to "
+         "this many earlier utterances of its conversation (0 = alone); saved in the checkpoint."),
 )
 # what `experiments` varies itself (its grid) rather than taking from [train]
 _GRID_VARIES = ("train.architecture", "train.seed")
@@ -132,8 +134,9 @@ DATA_DIR = Arg(("--data-dir",), List[Path], REQUIRED, "The corpus folder in its 
 CLASSES = Arg(("--classes",), str, RunOptions.classes,
               "4 (neutral, happy, sad, anger) or 6 (IEMOCAP).")
 SPLIT = Arg(("--split", "--scheme"), Optional[str], None, "Split scheme: official (MELD) | random "
-            "(81/9/10, seed 0) | speaker (by session/actor). Default: official for MELD, else "
-            "speaker.")
+            "(81/9/10, seed 0) | speaker (by session/actor) | holdout (MELD: validation = 10% of "
+            "the training dialogues, test = the official test, else dev). Default: official for "
+            "MELD, else speaker.")
 FOLD = Arg(("--fold",), int, RunOptions.fold, "Speaker split: which fold is the test set.")
 FOLDS = Arg(("--folds",), int, RunOptions.folds,
             "Speaker split: number of folds (by actor/speaker; IEMOCAP by session).")
@@ -292,7 +295,8 @@ def experiments(flags: ConfigFlags, args: SimpleNamespace,
            CLASSES, NO_AUDIO, NO_TEXT, CACHE, ABSOLUTE)
 def evaluate(
     args: SimpleNamespace,
-    checkpoint: Path = typer.Argument(Path("models/default"), help="Checkpoint folder."),
+    checkpoint: Path = typer.Argument(Path("default"), help="Checkpoint folder, or "
+                                      "'default' (the built-in model)."),
     part: Optional[str] = typer.Option(None, "--part", show_default="test",
                                        help="Which part: train | val (MELD: dev) | test | all."),
     old_part: Optional[str] = typer.Option(None, "--split", help="Deprecated: the old name of "

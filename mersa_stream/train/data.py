@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from ..context import MAX_CONTEXT, Turn
 from ..errors import ConfigError, InputError
 
 DATASETS = ("meld", "iemocap", "ravdess", "emodb", "manifest")
@@ -78,6 +79,9 @@ class Record:
     session: str = ""
     split: str = ""  # official split name where the corpus has one (MELD), else ""
     dataset: str = ""
+    # the utterances before this one in its conversation, oldest first (at most MAX_CONTEXT;
+    # every one, whatever its label): the text branch's context (mersa_stream/context.py)
+    turns: tuple[Turn, ...] = ()
 
 
 def labels_for(dataset: str, classes: str) -> list[str]:
@@ -131,18 +135,30 @@ def load_meld(data_dir: str | Path, classes: str = "4",
             if not need <= set(reader.fieldnames or []):
                 raise InputError(f"{data_dir / MELD_CSV[split]}: not a MELD CSV "
                                  f"(needs columns {', '.join(sorted(need))})")
-            for row in reader:
-                label = mapping.get(row["Emotion"].strip().lower())
-                if label is None:
-                    continue
-                dia, utt = row["Dialogue_ID"].strip(), row["Utterance_ID"].strip()
+            rows = list(reader)
+        # a dialogue's utterances in their order, whatever order the CSV lists them in
+        rows.sort(key=lambda row: (_number(row["Dialogue_ID"]), _number(row["Utterance_ID"])))
+        history: dict[str, list[Turn]] = {}
+        for row in rows:
+            dia, utt = row["Dialogue_ID"].strip(), row["Utterance_ID"].strip()
+            text, speaker = _meld_text(row["Utterance"]), row["Speaker"].strip()
+            turns = history.setdefault(dia, [])
+            label = mapping.get(row["Emotion"].strip().lower())
+            if label is not None:
                 clip = clips / f"dia{dia}_utt{utt}.mp4"
                 records.append(Record(
                     id=f"meld/{split}/dia{dia}_utt{utt}",
                     audio=str(clip) if clip.is_file() else None,
-                    text=_meld_text(row["Utterance"]), label=label, speaker=row["Speaker"].strip(),
-                    session=f"{split}/dia{dia}", split=split, dataset="meld"))
+                    text=text, label=label, speaker=speaker,
+                    session=f"{split}/dia{dia}", split=split, dataset="meld",
+                    turns=tuple(turns[-MAX_CONTEXT:])))
+            turns.append(Turn(text, speaker))
     return records
+
+
+def _number(value: str) -> tuple[int, str]:
+    value = value.strip()
+    return (int(value), "") if value.isdigit() else (1 << 30, value)
 
 
 # ------------------------------------------------------------------------------------- IEMOCAP
@@ -175,22 +191,27 @@ def load_iemocap(data_dir: str | Path, classes: str = "4") -> list[Record]:
                     texts[m.group(1)] = m.group(2).strip()
         for evaluation in sorted((session_dir / "dialog" / "EmoEvaluation").glob("*.txt")):
             dialog = evaluation.stem
-            for line in evaluation.read_text(encoding="utf-8", errors="replace").splitlines():
-                m = _EMO_LINE.match(line.strip())
-                if not m:
-                    continue
+            lines = [m for line in evaluation.read_text(encoding="utf-8", errors="replace")
+                     .splitlines() if (m := _EMO_LINE.match(line.strip()))]
+            # utterance ids look like Ses01F_impro01_M000: the speaker is the letter of the last
+            # part
+            speaker = {m.group(3): f"{m.group(3)[:5]}{m.group(3).rsplit('_', 1)[-1][:1]}"
+                       for m in lines}
+            # the dialogue before each utterance, in time order, whatever the labels
+            timeline = [m.group(3) for m in sorted(lines, key=lambda m: float(m.group(1)))]
+            before = {utt: tuple(Turn(texts.get(u, ""), speaker[u])
+                                 for u in timeline[max(0, i - MAX_CONTEXT):i])
+                      for i, utt in enumerate(timeline)}
+            for m in lines:
                 utt, emo = m.group(3), m.group(4).lower()
                 label = mapping.get(emo)
                 if label is None:
                     continue
                 wav = session_dir / "sentences" / "wav" / dialog / f"{utt}.wav"
-                # utterance ids look like Ses01F_impro01_M000: the speaker is the letter of the
-                # last part
-                gender = utt.rsplit("_", 1)[-1][:1]
                 records.append(Record(
                     id=f"iemocap/{utt}", audio=str(wav) if wav.is_file() else None,
-                    text=texts.get(utt, ""), label=label, speaker=f"{utt[:5]}{gender}",
-                    session=session, dataset="iemocap"))
+                    text=texts.get(utt, ""), label=label, speaker=speaker[utt],
+                    session=session, dataset="iemocap", turns=before[utt]))
     if not records:
         raise InputError(f"{root}: IEMOCAP layout found but no labelled utterances "
                          f"(Session*/dialog/EmoEvaluation/*.txt)")
@@ -414,7 +435,9 @@ def load_corpora(datasets: Sequence[str], data_dirs: Sequence[str | Path], class
 
 # -------------------------------------------------------------------------------------- splits
 
-SPLITS = ("official", "random", "speaker")
+SPLITS = ("official", "random", "speaker", "holdout")
+# --split holdout: the share of the official training conversations held out for validation
+HOLDOUT_SHARE = 0.1
 
 
 def random_split(records: Sequence[Record], seed: int = 0, test: float = 0.1,
@@ -470,10 +493,27 @@ def official_split(records: Sequence[Record]) -> dict[str, list[Record]]:
     return out
 
 
+def holdout_split(records: Sequence[Record], seed: int = 0,
+                  share: float = HOLDOUT_SHARE) -> dict[str, list[Record]]:
+    """An official split whose validation part is `share` of the training conversations
+    (seeded), and whose test part is the official test where there is one, else the official
+    dev: early stopping and any choice made on validation never see the reported part."""
+    parts = official_split(records)
+    train = parts["train"]
+    sessions = sorted({group_of(r, "session") for r in train})
+    held = set(random.Random(seed).sample(sessions, max(1, round(share * len(sessions))))
+               if len(sessions) > 1 else ())
+    return {"train": [r for r in train if r.session not in held],
+            "val": [r for r in train if r.session in held],
+            "test": parts["test"] or parts["val"]}
+
+
 def make_split(dataset: str, records: Sequence[Record], split: str, fold: int = 0,
                folds: int = 5, seed: int = 0) -> dict[str, list[Record]]:
     if split == "official":
         return official_split(records)
+    if split == "holdout":
+        return holdout_split(records, seed=seed)
     if split == "random":
         return random_split(records, seed=seed)
     if split == "speaker":

@@ -13,7 +13,7 @@ from pathlib import Path
 from ..checkpoint import load_checkpoint
 from ..errors import ConfigError
 from .data import default_split, make_split
-from .features import AudioFeaturizer, FeatureCache, TextFeaturizer, encode_records
+from .features import AudioFeaturizer, FeatureCache, TextContext, TextFeaturizer, encode_records
 from .fusion_train import metrics_from_probs, predict
 from .pipeline import RunOptions, load_run_records, to_examples
 
@@ -48,7 +48,8 @@ def evaluate(checkpoint: str | Path, data: RunOptions, part: str = "test",
     bar = tqdm if progress else None
     opts = ckpt.text_encoder.options or {}
     text_f = TextFeaturizer(ckpt.text_encoder.spec, ckpt.text_encoder_weights,
-                            int(opts.get("max_tokens", RunOptions.text_max_tokens)))
+                            int(opts.get("max_tokens", RunOptions.text_max_tokens)),
+                            context=TextContext.of_options(opts))
     texts = encode_records(chosen, text_f, "text", cache, 64, bar)
     has_audio = data.use_audio and any(r.audio for r in chosen)
     if has_audio:

@@ -6,7 +6,8 @@ Each utterance's features are one `.npy` file (float16, (frames, dim)) under
   mtimes of the model folder, plus a hash of self-aligned text-encoder tensors) and the settings
   (compute type, max tokens ...): a different or changed encoder never reads old features;
 - the item digest covers the dataset, the audio file's path + mtime + size (audio) or the text
-  itself (text): a changed file is re-encoded.
+  itself and, with a conversation context, the context it is read after (text): a changed file
+  is re-encoded.
 """
 
 from __future__ import annotations
@@ -81,17 +82,21 @@ class FeatureCache:
         return d
 
     @staticmethod
-    def item_key(record: Record, modality: str) -> dict:
+    def item_key(record: Record, modality: str, context: str = "") -> dict:
         if modality == "audio":
             st = Path(record.audio).stat()
             return {"dataset": record.dataset, "path": str(Path(record.audio).resolve()),
                     "mtime_ns": st.st_mtime_ns, "size": st.st_size}
-        return {"dataset": record.dataset, "text": record.text}
+        # no context: the key of features cached before contexts existed
+        return {"dataset": record.dataset, "text": record.text} | \
+            ({"context": context} if context else {})
 
     def get_or_compute(self, records: Sequence[Record], modality: str, encoder_key: dict,
                        compute: Callable[[list[Record]], list[np.ndarray]], batch_size: int = 16,
-                       progress: Callable | None = None) -> list[np.ndarray]:
-        """Features of each record (None-audio records get an empty (0, dim) array)."""
+                       progress: Callable | None = None,
+                       context_of: Callable[[Record], str] | None = None) -> list[np.ndarray]:
+        """Features of each record (None-audio records get an empty (0, dim) array);
+        `context_of`: the text context each record is read after (part of its key)."""
         start = time.perf_counter()
         folder = self.folder(encoder_key)
         stats = self.stats.setdefault(modality, CacheStats())
@@ -100,7 +105,7 @@ class FeatureCache:
         for i, r in enumerate(records):
             if modality == "audio" and r.audio is None:
                 continue
-            name = digest(self.item_key(r, modality))
+            name = digest(self.item_key(r, modality, context_of(r) if context_of else ""))
             path = folder / name[:2] / f"{name}.npy"
             if path.is_file():
                 try:
@@ -180,35 +185,83 @@ class AudioFeaturizer:
         return self.encoder.encode(audios)
 
 
+@dataclass(frozen=True)
+class TextContext:
+    """How the text branch reads a conversation (the [train] text_context* settings)."""
+    turns: int = 0  # earlier utterances (0 = none)
+    tokens: int = 96  # the most tokens of them
+    speakers: bool = True  # turns marked with their speaker relative to the current one
+    mode: str = "pair"  # how the encoder reads it (encoders/text.py: pair | concat)
+
+    def of(self, record: Record) -> str:
+        from ..context import format_context
+
+        if not self.turns:
+            return ""
+        return format_context(record.turns, record.speaker if self.speakers else "", self.turns)
+
+    @classmethod
+    def of_config(cls, train) -> TextContext:
+        """From the [train] settings (TrainConfig)."""
+        return cls(train.text_context, train.text_context_tokens, train.text_context_speakers,
+                   train.text_context_mode)
+
+    @classmethod
+    def of_options(cls, options: dict) -> TextContext:
+        """From a checkpoint's text-encoder options (`settings()`); none there: no context."""
+        return cls(int(options.get("context", 0)), int(options.get("context_tokens", 96)),
+                   bool(options.get("context_speakers", True)),
+                   str(options.get("context_mode", "pair")))
+
+    def settings(self) -> dict:
+        """Cache-key and checkpoint settings; none without context (older keys stay valid)."""
+        return {"context": self.turns, "context_tokens": self.tokens,
+                "context_speakers": self.speakers, "context_mode": self.mode} if self.turns else {}
+
+    def encoder_options(self) -> dict:
+        """What `TextEncoder` takes of it (no context: the plain encoder)."""
+        return {"context_tokens": self.tokens,
+                "context_mode": self.mode if self.turns else "pair"}
+
+
+NO_CONTEXT = TextContext()
+
+
 class TextFeaturizer:
-    """Token states of a BERT-family encoder (optionally with self-aligned weights)."""
+    """Token states of a BERT-family encoder (optionally with self-aligned weights), each text
+    read after its conversation context where `context` asks for one."""
 
     def __init__(self, spec: str, state_dict: dict[str, torch.Tensor] | None = None,
-                 max_tokens: int = 64, encoder=None):
+                 max_tokens: int = 64, encoder=None, context: TextContext = NO_CONTEXT):
         from ..encoders.text import TextEncoder
         from ..resolve import resolve_transformers
 
         resolved = resolve_transformers(spec, "text encoder", "--text-encoder")
-        self.encoder = encoder or TextEncoder(resolved.path, max_tokens, state_dict=state_dict)
+        self.encoder = encoder or TextEncoder(resolved.path, max_tokens, state_dict=state_dict,
+                                              **context.encoder_options())
         self.spec = spec
+        self.context = context
         self.dim = self.encoder.dim
         self.key = {"modality": "text", "kind": "bert", "spec": spec, "dim": self.dim,
                     "weights": folder_fingerprint(resolved.path),
                     "aligned": tensors_fingerprint(state_dict),
-                    "settings": {"max_tokens": max_tokens}}
+                    "settings": {"max_tokens": max_tokens} | context.settings()}
 
     def __call__(self, records: list[Record]) -> list[np.ndarray]:
-        states, mask = self.encoder.encode([r.text for r in records])
+        contexts = [self.context.of(r) for r in records] if self.context.turns else None
+        states, mask = self.encoder.encode([r.text for r in records], contexts)
         return [s[m].float().numpy() for s, m in zip(states, mask)]
 
 
 def encode_records(records: Sequence[Record], featurizer, modality: str, cache: FeatureCache,
                    batch_size: int = 16, progress=None) -> list[np.ndarray]:
     if modality == "text":
+        context_of = featurizer.context.of if featurizer.context.turns else None
         # sort by length so a batch pads little; results come back in the records' order
-        order = sorted(range(len(records)), key=lambda i: len(records[i].text))
+        order = sorted(range(len(records)), key=lambda i: len(records[i].text) + (
+            len(context_of(records[i])) if context_of else 0))
         feats = cache.get_or_compute([records[i] for i in order], modality, featurizer.key,
-                                     featurizer, batch_size, progress)
+                                     featurizer, batch_size, progress, context_of)
         out: list = [None] * len(records)
         for i, f in zip(order, feats):
             out[i] = f

@@ -9,11 +9,18 @@ from typing import Sequence
 
 import numpy as np
 
-from ..checkpoint import Checkpoint, EncoderSpec, save_checkpoint
+from ..checkpoint import Checkpoint, EncoderSpec, checkpoint_folder, save_checkpoint
 from ..config import RuntimeConfig
 from ..errors import ConfigError
 from .data import Record, class_counts, labels_for, load_corpora, load_dataset, make_split
-from .features import AudioFeaturizer, FeatureCache, TextFeaturizer, encode_records
+from .features import (
+    NO_CONTEXT,
+    AudioFeaturizer,
+    FeatureCache,
+    TextContext,
+    TextFeaturizer,
+    encode_records,
+)
 from .fusion_train import Example, TrainResult, evaluate_examples, predict, train_fusion
 from .metrics import METRICS, format_metrics
 from .options import RunOptions, SetKey, TextData, command_line
@@ -50,7 +57,7 @@ def load_aligned(path: str | None) -> dict:
         return {}
     from safetensors.torch import load_file
 
-    p = Path(path)
+    p = checkpoint_folder(path)  # a checkpoint folder, the built-in "default", or the file
     if p.is_dir():
         p = p / "text_encoder.safetensors"
     if not p.is_file():
@@ -79,10 +86,12 @@ class Featurizers:
                                                augment=augment, view=view)
         return self._audio[key]
 
-    def text(self, spec: str, aligned: str | None, max_tokens: int) -> TextFeaturizer:
-        key = (spec, aligned or "", max_tokens)
+    def text(self, spec: str, aligned: str | None, max_tokens: int,
+             context: TextContext = NO_CONTEXT) -> TextFeaturizer:
+        key = (spec, aligned or "", max_tokens, context)
         if key not in self._text:
-            self._text[key] = TextFeaturizer(spec, load_aligned(aligned), max_tokens)
+            self._text[key] = TextFeaturizer(spec, load_aligned(aligned), max_tokens,
+                                             context=context)
         return self._text[key]
 
 
@@ -99,7 +108,8 @@ def to_examples(records: Sequence[Record], labels: list[str], text_feats, audio_
 
 
 def featurize(records, featurizers: Featurizers, opts: RunOptions, progress=None):
-    text_f = featurizers.text(opts.text_encoder, opts.aligned_weights, opts.text_max_tokens)
+    text_f = featurizers.text(opts.text_encoder, opts.aligned_weights, opts.text_max_tokens,
+                              TextContext.of_config(opts.train))
     texts = encode_records(records, text_f, "text", featurizers.cache, 64, progress) \
         if opts.use_text else [None] * len(records)
     audio_f = featurizers.audio(opts.audio_encoder, opts.audio_spec_or_default)
@@ -258,7 +268,8 @@ def save_run(opts: RunOptions, done: RunResult, text_dim: int, audio_dim: int) -
     ckpt = Checkpoint(
         model=result.model, labels=done.labels,
         text_encoder=EncoderSpec("bert", opts.text_encoder, text_dim,
-                                 {"max_tokens": opts.text_max_tokens}),
+                                 {"max_tokens": opts.text_max_tokens}
+                                 | TextContext.of_config(opts.train).settings()),
         audio_encoder=EncoderSpec(opts.audio_encoder, opts.audio_spec_or_default, audio_dim),
         model_id=opts.model_id or Path(opts.out).name, text_encoder_weights=aligned,
         metadata={"command": opts.command or command_line(), "best_epoch": result.best_epoch,

@@ -71,7 +71,8 @@ def mean_pool(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class SplitEncoder:
-    """A BertModel cut in two: frozen bottom (run once, cached) and trainable top layers."""
+    """A BertModel (or MPNetModel) cut in two: frozen bottom (run once, cached) and trainable
+    top layers."""
 
     def __init__(self, model, top_layers: int):
         self.model = model
@@ -94,8 +95,11 @@ class SplitEncoder:
     def top(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         additive = (1.0 - attention_mask[:, None, None, :].to(hidden.dtype)) * \
             torch.finfo(hidden.dtype).min
+        # MPNet's layers take the relative position bias its encoder computes once for all
+        extra = {"position_bias": self.model.encoder.compute_position_bias(hidden)} \
+            if hasattr(self.model.encoder, "compute_position_bias") else {}
         for layer in self.model.encoder.layer[self.cut:]:
-            out = layer(hidden, attention_mask=additive)
+            out = layer(hidden, attention_mask=additive, **extra)
             hidden = out[0] if isinstance(out, tuple) else out
         return hidden
 
