@@ -99,7 +99,7 @@ class Recognizer:
             self.text_encoder = TextEncoder(
                 self.inventory.text_encoder.path, runtime.text_max_tokens, device=self.device,
                 state_dict=ckpt.text_encoder_weights, backend="auto",
-                context_tokens=int(text_options.get("context_tokens", 96)),
+                context_tokens=text_options.get("context_tokens"),
                 context_mode=str(text_options.get("context_mode", "pair"))
                 if context_turns else "pair")
             # -- end conversation context

@@ -70,7 +70,7 @@ class TextEncoder:
 
     def __init__(self, path: str | Path, max_tokens: int = 64, device: str = "cpu",
                  state_dict: dict[str, torch.Tensor] | None = None,
-                 backend: str = "transformers", context_tokens: int = 96,
+                 backend: str = "transformers", context_tokens: int | None = None,
                  context_mode: str = "pair"):
         if backend not in BACKENDS:
             raise ValueError(f"backend {backend!r}: one of {', '.join(BACKENDS)}")
@@ -97,7 +97,8 @@ class TextEncoder:
         self.model.eval().to(device)
         self.device = device
         self.max_tokens = max_tokens
-        self.context_tokens = context_tokens  # the most tokens of context before a text
+        # the most tokens of context before a text (default: the config tree's)
+        self.context_tokens = context_tokens or _default_context_tokens()
         self.context_mode = context_mode
         self.hidden = int(self.model.config.hidden_size)
         self.dim = self.hidden * (2 if context_mode == "concat" else 1)
@@ -242,6 +243,12 @@ def _clip_text(text: str, row, limit: int, keep: str, specials: bool = True) -> 
     if keep == "start":
         return text[:offsets[content[room - 1]][1]]
     return text[offsets[content[-room]][0]:]
+
+
+def _default_context_tokens() -> int:
+    from ..config import TrainConfig
+
+    return TrainConfig.text_context_tokens
 
 
 def _bert_supported(path: str | Path) -> bool:

@@ -23,6 +23,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from ..config import TrainConfig
 from ..errors import ConfigError, InputError
 from .data import Record
 
@@ -189,7 +190,7 @@ class AudioFeaturizer:
 class TextContext:
     """How the text branch reads a conversation (the [train] text_context* settings)."""
     turns: int = 0  # earlier utterances (0 = none)
-    tokens: int = 96  # the most tokens of them
+    tokens: int = TrainConfig.text_context_tokens  # the most tokens of them
     speakers: bool = True  # turns marked with their speaker relative to the current one
     mode: str = "pair"  # how the encoder reads it (encoders/text.py: pair | concat)
 
@@ -209,7 +210,8 @@ class TextContext:
     @classmethod
     def of_options(cls, options: dict) -> TextContext:
         """From a checkpoint's text-encoder options (`settings()`); none there: no context."""
-        return cls(int(options.get("context", 0)), int(options.get("context_tokens", 96)),
+        return cls(int(options.get("context", 0)),
+                   int(options.get("context_tokens", TrainConfig.text_context_tokens)),
                    bool(options.get("context_speakers", True)),
                    str(options.get("context_mode", "pair")))
 
