@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,3 +138,30 @@ def encode_pyav(path: Path, audio: np.ndarray | None, rate: int, codec: str = "m
             for packet in stream.encode(None):
                 container.mux(packet)
     return path
+
+
+# -- records of `listen`, the stream and the server, compared by what the audio alone decides --
+MERSA = [sys.executable, "-c", "from mersa_stream.cli import main; main()"]
+# what depends on the audio alone (not on when or from where it was sent)
+CONTENT = ("index", "start", "end", "text", "label", "confidence", "probabilities", "model")
+
+
+def content(record: dict) -> dict:
+    return {key: record[key] for key in CONTENT}
+
+
+def finals(records: list[dict]) -> list[dict]:
+    """The final records; each interim one (listen.interim) must be superseded by one of them."""
+    final = [r for r in records if r.get("final", True)]
+    indices = [r["index"] for r in final]
+    assert all(r["index"] in indices for r in records if not r.get("final", True))
+    return final
+
+
+def listen_finals(wav: Path, checkpoint: Path) -> list[dict]:
+    """The final records of `mersa listen --input WAV` (unpaced) with this checkpoint."""
+    proc = subprocess.run([*MERSA, "listen", "--input", str(wav), "--quiet",
+                           "--checkpoint", str(checkpoint)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return finals([json.loads(line) for line in proc.stdout.splitlines()])

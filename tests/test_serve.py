@@ -11,7 +11,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -21,28 +20,24 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from helpers import conversation, have_espeak, small_checkpoint, word_error_rate, write_wav
+from helpers import (
+    MERSA,
+    content,
+    conversation,
+    finals,
+    have_espeak,
+    listen_finals,
+    small_checkpoint,
+    word_error_rate,
+    write_wav,
+)
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not have_espeak(), reason="needs espeak-ng to make speech")]
 
-MERSA = [sys.executable, "-c", "from mersa_stream.cli import main; main()"]
 SENTENCES_A = ["Why did you not call me yesterday?", "I am so happy to see you again."]
 SENTENCES_B = ["I do not like this at all.", "Thank you so much for the lovely dinner."]
-CONTENT = ("index", "start", "end", "text", "label", "confidence", "probabilities", "model")
 TOKEN = "s3cret-token"
-
-
-def content(record: dict) -> dict:
-    return {key: record[key] for key in CONTENT}
-
-
-def finals(records: list[dict]) -> list[dict]:
-    """The final records; each interim one (listen.interim) must be superseded by one of them."""
-    final = [r for r in records if r.get("final", True)]
-    indices = [r["index"] for r in final]
-    assert all(r["index"] in indices for r in records if not r.get("final", True))
-    return final
 
 
 @pytest.fixture(scope="module")
@@ -52,11 +47,7 @@ def data(tmp_path_factory):
     wav_a = write_wav(folder / "a.wav", conversation(SENTENCES_A, [1.0], lead=0.6, seed=5).audio)
     wav_b = write_wav(folder / "b.wav", conversation(SENTENCES_B, [0.9], lead=0.5, seed=6,
                                                      voices=("en-us",)).audio)
-    proc = subprocess.run([*MERSA, "listen", "--input", str(wav_a), "--quiet",
-                           "--checkpoint", str(checkpoint)], capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    reference = finals([json.loads(line) for line in proc.stdout.splitlines()])
+    reference = listen_finals(wav_a, checkpoint)
     assert len(reference) == len(SENTENCES_A)
     return {"checkpoint": checkpoint, "reference": reference,
             "a": sf.read(str(wav_a), dtype="int16")[0], "b": sf.read(str(wav_b), dtype="int16")[0]}

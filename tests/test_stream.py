@@ -6,35 +6,24 @@ boundaries are real, emotions are not meaningful (but must be the same either wa
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import soxr
 
-from helpers import conversation, have_espeak, small_checkpoint, write_wav
+from helpers import (
+    content,
+    conversation,
+    finals,
+    have_espeak,
+    listen_finals,
+    small_checkpoint,
+    write_wav,
+)
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not have_espeak(), reason="needs espeak-ng to make speech")]
 
-MERSA = [sys.executable, "-c", "from mersa_stream.cli import main; main()"]
 SENTENCES = ["Why did you not call me yesterday?", "I am so happy to see you again."]
-# what depends on the audio alone (not on when or from where it was sent)
-CONTENT = ("index", "start", "end", "text", "label", "confidence", "probabilities", "model")
-
-
-def content(record: dict) -> dict:
-    return {key: record[key] for key in CONTENT}
-
-
-def finals(records: list[dict]) -> list[dict]:
-    """The final records; each interim one (listen.interim) must be superseded by one of them."""
-    final = [r for r in records if r.get("final", True)]
-    indices = [r["index"] for r in final]
-    assert all(r["index"] in indices for r in records if not r.get("final", True))
-    return final
 
 
 @pytest.fixture(scope="module")
@@ -43,11 +32,7 @@ def data(tmp_path_factory):
     checkpoint = small_checkpoint(folder / "ckpt")
     conv = conversation(SENTENCES, [1.0], lead=0.6, seed=5)
     wav = write_wav(folder / "conv.wav", conv.audio)
-    proc = subprocess.run([*MERSA, "listen", "--input", str(wav), "--quiet",
-                           "--checkpoint", str(checkpoint)], capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    reference = finals([json.loads(line) for line in proc.stdout.splitlines()])
+    reference = listen_finals(wav, checkpoint)
     assert len(reference) == len(SENTENCES)
     # the file as written (16-bit), which is what `listen --input` read
     import soundfile as sf
