@@ -165,3 +165,19 @@ def listen_finals(wav: Path, checkpoint: Path) -> list[dict]:
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
     return finals([json.loads(line) for line in proc.stdout.splitlines()])
+
+
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json",
+                   "special_tokens_map.json")
+
+
+def with_minilm_tokenizer(folder: Path) -> Path:
+    """A tiny random BERT-family model saved in `folder` gets the embedded MiniLM's WordPiece
+    tokenizer (the hub is out of reach: no tokenizer of its own to download)."""
+    from mersa_stream.resolve import resolve_transformers
+
+    minilm = resolve_transformers("sentence-transformers/all-MiniLM-L6-v2", "text encoder",
+                                  "--x").path
+    for name in TOKENIZER_FILES:
+        shutil.copy(minilm / name, folder / name)
+    return folder

@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import shutil
 import threading
 import zipfile
 from pathlib import Path
@@ -16,24 +15,13 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import with_minilm_tokenizer
 from mersa_stream.context import ConversationContext, Turn, format_context
 from mersa_stream.encoders.mpnet import Expected, is_unpacked, unpack
 from mersa_stream.encoders.text import TextEncoder
 from mersa_stream.errors import ModelError
-from mersa_stream.resolve import resolve_transformers
 from mersa_stream.train.data import Record, load_meld, make_split
 from mersa_stream.train.features import FeatureCache, TextContext, TextFeaturizer, encode_records
-
-MINILM = "sentence-transformers/all-MiniLM-L6-v2"
-TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json",
-                   "special_tokens_map.json")
-
-
-def _with_minilm_tokenizer(folder: Path) -> Path:
-    minilm = resolve_transformers(MINILM, "text encoder", "--x").path
-    for name in TOKENIZER_FILES:
-        shutil.copy(minilm / name, folder / name)
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +32,7 @@ def tiny_bert(tmp_path_factory):
     torch.manual_seed(0)
     BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                          intermediate_size=64)).save_pretrained(folder)
-    return _with_minilm_tokenizer(folder)
+    return with_minilm_tokenizer(folder)
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +45,7 @@ def tiny_mpnet(tmp_path_factory):
     MPNetModel(MPNetConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2,
                            num_attention_heads=2, intermediate_size=64,
                            pad_token_id=0)).save_pretrained(folder)
-    return _with_minilm_tokenizer(folder)
+    return with_minilm_tokenizer(folder)
 
 
 # ------------------------------------------------------------------------------ the memory

@@ -1,13 +1,12 @@
 """Hub-only encoders (wav2vec2, bert-base, VGGish) through the runtime's own code path, on tiny
 randomly initialised models built from a config here."""
 
-import shutil
 
 import numpy as np
 import pytest
 import torch
 
-from helpers import LABELS, small_checkpoint
+from helpers import LABELS, small_checkpoint, with_minilm_tokenizer
 from mersa_stream.config import Config, ModelsConfig
 from mersa_stream.encoders.text import TextEncoder
 from mersa_stream.encoders.vggish import VGGish, VGGishEncoder
@@ -25,10 +24,7 @@ def tiny_bert(tmp_path_factory):
     torch.manual_seed(0)
     BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                          intermediate_size=64)).save_pretrained(folder)
-    minilm = resolve_transformers("sentence-transformers/all-MiniLM-L6-v2", "text", "--x").path
-    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copy(minilm / name, folder / name)
-    return folder
+    return with_minilm_tokenizer(folder)
 
 
 @pytest.fixture(scope="module")
