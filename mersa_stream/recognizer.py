@@ -160,7 +160,8 @@ class Recognizer:
         for i, out in zip(redo, self.asr.transcribe([utterances[i].audio for i in redo])):
             transcripts[i], frames[i] = out.transcript, out.encoder_states
         if self.audio_encoder is None:  # kind "whisper": each utterance's own window's states
-            rest = [i for i in range(len(utterances)) if i not in set(redo)]
+            redone = set(redo)
+            rest = [i for i in range(len(utterances)) if i not in redone]
             for i, states in zip(rest, self.asr.encoder_states([utterances[i].audio
                                                                 for i in rest])):
                 frames[i] = states
