@@ -6,6 +6,10 @@ only where the texts do.
 
     .venv/bin/python benchmarks/pack_agreement.py --ravdess ../shared/data/ravdess
     .venv/bin/python benchmarks/pack_agreement.py --minutes 5 --checkpoint default
+    .venv/bin/python benchmarks/pack_agreement.py --minutes 5 --commands   # the commands themselves
+
+`--commands`: the same recording through `mersa analyze F` and `mersa listen --input F` (unpaced),
+each a process of its own; their final records are compared field by field.
 """
 
 from __future__ import annotations
@@ -46,13 +50,46 @@ def recording_utterances(minutes: float, config):
     return list(segment([audio], Segmenter(config.segmenter, "recording"))), None
 
 
+def compare_commands(minutes: float, checkpoint: str) -> None:
+    import json
+    import subprocess
+    import tempfile
+
+    import soundfile as sf
+
+    from listen_latency import build_recording
+
+    audio, _ = build_recording(minutes)
+    mersa = [sys.executable, "-m", "mersa_stream", "--checkpoint", checkpoint]
+    with tempfile.TemporaryDirectory() as folder:
+        wav = Path(folder) / "recording.wav"
+        sf.write(wav, audio, 16000)
+        runs = {name: subprocess.run(mersa[:3] + command + mersa[3:], capture_output=True,
+                                     text=True, check=True).stdout
+                for name, command in (("analyze", ["analyze", str(wav), "-f", "jsonl"]),
+                                      ("listen", ["listen", "--input", str(wav), "--quiet"]))}
+    a, b = ([r for r in map(json.loads, runs[name].splitlines()) if r.get("final", True)]
+            for name in ("analyze", "listen"))
+    print(f"{len(a)} utterances from analyze, {len(b)} from listen --input")
+    for field in ("start", "end", "text", "label"):
+        same = sum(x[field] == y[field] for x, y in zip(a, b))
+        print(f"  {field}: {same}/{len(a)} the same")
+    delta = max(abs(x["probabilities"][k] - y["probabilities"][k])
+                for x, y in zip(a, b) for k in x["probabilities"])
+    print(f"  largest |dp|: {delta:.2e}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ravdess", help="RAVDESS folder: score its test actors (speaker fold)")
     parser.add_argument("--fold", type=int, default=0)
     parser.add_argument("--minutes", type=float, default=5.0, help="else: espeak-ng recording")
     parser.add_argument("--checkpoint", default="default")
+    parser.add_argument("--commands", action="store_true",
+                        help="compare `mersa analyze` and `mersa listen --input` end to end")
     args = parser.parse_args()
+    if args.commands:
+        return compare_commands(args.minutes, args.checkpoint)
 
     from mersa_stream.config import load_config
     from mersa_stream.packing import pack

@@ -6,7 +6,9 @@ worker thread recognises closed utterances one at a time. Between them sits a qu
 played in real time) the overflow policy decides: `drop-oldest` (default: the oldest waiting
 utterance is dropped, so the newest speech is answered first), `drop-newest`, or `block` (the
 reader waits; a microphone then piles audio up in its capture buffer). A file read as fast as
-possible is not paced and always blocks: nothing is dropped. At shutdown (stop(), end of input,
+possible is not paced and always blocks: nothing is dropped; nobody waits on its utterances
+either, so (`windows`) they are decoded as `analyze` decodes them, in shared 30 s windows, and the
+two commands print the same records. At shutdown (stop(), end of input,
 device lost) the open utterance is closed and everything queued is recognised, whatever the policy.
 
 Latency. "End of speech" is when the last voiced frame of the utterance ended, in wall-clock time:
@@ -288,8 +290,11 @@ class Listener:
 
     def __init__(self, config: Config, recognizer: RecognizerLike, source: Source,
                  sinks: Iterable[Sink] = (), observers: Iterable[Observer] = (),
-                 max_utterances: int | None = None, max_duration: float | None = None):
+                 max_utterances: int | None = None, max_duration: float | None = None,
+                 windows: bool = False):
         self.config = config
+        # an unpaced file has no one waiting on each utterance: decode it as `analyze` does
+        self.windowed = windows and not source.paced
         self.recognizer = recognizer
         self.source = source
         self.sinks = list(sinks)
@@ -304,7 +309,7 @@ class Listener:
         self.policy = policy
         self.queue = UtteranceQueue(config.listen.queue_size, policy, self._dropped)
         self.timeline = Timeline(source.speed)
-        speculate = self._speculate if config.listen.speculate else None
+        speculate = self._speculate if config.listen.speculate and not self.windowed else None
         self.segmenter = Segmenter(config.segmenter, source=source.name, live=True,
                                    on_tentative=speculate)
         self._speculated: Speculation | None = None  # worker thread only
@@ -418,6 +423,8 @@ class Listener:
                 seconds = getattr(self.recognizer, "load_seconds", None)
                 self._notify("ready", seconds if seconds is not None else
                              time.perf_counter() - begun)
+            if self.windowed:
+                self._work_in_windows()
             while (item := self.queue.get()) is not None:
                 if isinstance(item, Tentative):
                     self._recognize_ahead(item)
@@ -453,6 +460,32 @@ class Listener:
             # keep draining so that the main thread never waits on a full queue
             while self.queue.get() is not None:
                 pass
+
+    def _work_in_windows(self) -> None:
+        """Unpaced file input: the closed utterances go through `analyze`'s own path (shared 30 s
+        windows, words by time: pipeline.recognize_utterances), so `listen --input F` and
+        `analyze F` print the same utterances, texts and labels. Returns when the queue closes."""
+        from .pipeline import recognize_utterances
+
+        closed: dict[int, Closed] = {}
+
+        def utterances():
+            while not self._limit_reached.is_set() and (item := self.queue.get()) is not None:
+                closed[item.utterance.index] = item
+                yield item.utterance
+
+        runtime = self.config.runtime
+        begun = time.time()
+        for result in recognize_utterances(utterances(), self.recognizer,
+                                           runtime.batch_for(True), packed=True,
+                                           pack_gap_s=runtime.pack_gap_s):
+            item = closed.pop(result.utterance.index)
+            done = time.time()
+            self._emit(LiveResult.of(result, Latency.now(item.speech_ended_at, result.utterance,
+                                                         begun, done)))
+            begun = done
+            if self._limit_reached.is_set():
+                break
 
     def _recognize_ahead(self, item: Tentative) -> None:
         if self._limit_reached.is_set():

@@ -226,12 +226,14 @@ def listen(
             source = MicrophoneSource(cfg.listen.device or None, chunk_ms=chunk_ms)
             source.start()
         try:
-            _run(cfg, source, output, quiet, stats, max_duration, max_utterances)
+            _run(cfg, source, output, quiet, stats, max_duration, max_utterances,
+                 windows=input_ is not None and cfg.runtime.pack_windows)
         finally:
             source.close()
 
 
-def _run(cfg, source, output, quiet, show_stats, max_duration, max_utterances):
+def _run(cfg, source, output, quiet, show_stats, max_duration, max_utterances, windows=False):
+    """`windows`: an unpaced file is decoded in `analyze`'s shared windows (Listener)."""
     from .recognizer import RecognizerLoader, resolve_models
 
     live_view = sys.stdout.isatty() and not quiet
@@ -256,7 +258,7 @@ def _run(cfg, source, output, quiet, show_stats, max_duration, max_utterances):
     elif not quiet:
         observers.append(StderrReporter())
     listener = Listener(cfg, recognizer, source, sinks, observers, max_utterances=max_utterances,
-                        max_duration=max_duration)
+                        max_duration=max_duration, windows=windows)
     if not quiet and not live_view:
         # said when the models are loaded: capture has begun already, nothing said is lost
         ready = ReadyReporter(f"mersa: listening on {source.name} (overflow: "

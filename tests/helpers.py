@@ -159,8 +159,10 @@ def finals(records: list[dict]) -> list[dict]:
 
 
 def listen_finals(wav: Path, checkpoint: Path) -> list[dict]:
-    """The final records of `mersa listen --input WAV` (unpaced) with this checkpoint."""
+    """The final records of `mersa listen --input WAV` (unpaced) with this checkpoint, each
+    utterance decoded alone as live listening does (a stream, the server)."""
     proc = subprocess.run([*MERSA, "listen", "--input", str(wav), "--quiet",
+                           "--set", "runtime.pack_windows=false",
                            "--checkpoint", str(checkpoint)], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
