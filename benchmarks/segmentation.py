@@ -16,12 +16,16 @@ sentence (noise; target 0).
     .venv/bin/python benchmarks/segmentation.py --set segmenter.voice_check=none
     .venv/bin/python benchmarks/segmentation.py --sweep merge_gap_ms=0,300,450,600,750,900
     .venv/bin/python benchmarks/segmentation.py --sweep voice_check=silero,none
+    .venv/bin/python benchmarks/segmentation.py --sweep turn_split=false,true
+    .venv/bin/python benchmarks/segmentation.py --seeds 10,11,12,13 --sweep turn_semitones=4,5,6,7,8
+    .venv/bin/python benchmarks/segmentation.py --seeds 10,11,12,13 --ravdess 0 --turn-stats
     .venv/bin/python benchmarks/segmentation.py --energy-gate     # the SNR-gate alternative
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
 import sys
 import tempfile
@@ -29,13 +33,16 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+import soxr
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from conversations import (  # noqa: E402
+    RAVDESS_DIR,
     SAMPLE_RATE,
+    _speech_bounds,
     make_conversation,
     make_ravdess_conversation,
     noise,
@@ -63,6 +70,21 @@ class EnergyGated(Segmenter):
         step = self.rise_db_per_s * self.config.frame_ms / 1000
         self._floor = level if self._floor is None else min(level, self._floor + step)
         return super()._is_speech(frame) and level >= self._floor + self.snr_db
+
+
+class TurnTested(Segmenter):
+    """The shipped segmenter, noting (pause start, pause end, semitones or None) at every pause
+    its turn test looks at (`--turn-stats`)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.tested: list[tuple[float, float, float | None]] = []
+
+    def _register_change(self, cut: int, rest_speech: int) -> float | None:
+        change = super()._register_change(cut, rest_speech)
+        fs = self.config.frame_ms / 1000
+        self.tested.append((cut * fs, rest_speech * fs, change))
+        return change
 
 
 GATES = {"segmenter": Segmenter, "energy": EnergyGated}
@@ -99,8 +121,9 @@ def score(found: list[tuple[float, float]], truth: list[dict]) -> dict:
 
 
 def recordings(folder: Path, n_sentences: int, n_clips: int, seeds: list[int]):
-    """(name, audio, truth sentences) of each benchmark recording."""
-    for seed in seeds:
+    """(name, audio, truth sentences) of each benchmark recording (no espeak-ng ones with
+    `n_sentences` 0)."""
+    for seed in seeds if n_sentences else []:
         for noise_db, kind in ((None, "white"), (-45.0, "white"), (-35.0, "pink")):
             wav, truth = make_conversation(folder, n_sentences, seed, noise_db, noise_kind=kind,
                                            name=f"conv-{seed}-{kind}{noise_db}")
@@ -119,6 +142,65 @@ def recordings(folder: Path, n_sentences: int, n_clips: int, seeds: list[int]):
             return
         yield f"ravdess {n_clips} clips", sf.read(str(wav), dtype="float32")[0], \
             truth["sentences"]
+
+
+PAIR_KINDS = ("same actor", "same sex", "other sex")
+
+
+PAIR_GAP_S = 0.3
+
+
+def ravdess_pairs(n_pairs: int, gap_s: float = PAIR_GAP_S, seed: int = 0):
+    """(kind, audio, truth) of two RAVDESS clips (trimmed to their speech) `gap_s` apart, -54
+    dBFS white noise in the gap: the same actor twice (any two emotions: the risk of a turn cue),
+    two actors of the same sex, of the other sex; `n_pairs` of each kind."""
+    with open(RAVDESS_DIR / "metadata.csv", encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    rng = np.random.default_rng(seed)
+    for kind in PAIR_KINDS:
+        for _ in range(n_pairs):
+            a = rows[rng.integers(len(rows))]
+            fits = [r for r in rows if r["path"] != a["path"] and {
+                "same actor": r["actor"] == a["actor"],
+                "same sex": r["actor"] != a["actor"] and r["gender"] == a["gender"],
+                "other sex": r["gender"] != a["gender"]}[kind]]
+            b = fits[rng.integers(len(fits))]
+            parts, truth, t = [np.zeros(int(0.8 * SAMPLE_RATE), np.float32)], [], 0.8
+            for k, row in enumerate((a, b)):
+                clip, rate = sf.read(str(RAVDESS_DIR / row["path"]), dtype="float32")
+                clip = clip.mean(axis=1) if clip.ndim > 1 else clip
+                if rate != SAMPLE_RATE:
+                    clip = soxr.resample(clip, rate, SAMPLE_RATE).astype(np.float32)
+                first, last = _speech_bounds(clip)
+                speech = clip[first:last]
+                truth.append({"start": t, "end": t + len(speech) / SAMPLE_RATE})
+                gap = int((gap_s if k == 0 else 0.8) * SAMPLE_RATE)
+                parts += [speech, noise("white", gap, -54.0, rng)]
+                t += (len(speech) + gap) / SAMPLE_RATE
+            yield kind, np.concatenate(parts).astype(np.float32), truth
+
+
+def pair_report(config: SegmenterConfig, pairs: list) -> None:
+    """Of the RAVDESS pairs that pauses alone leave as one utterance, how many the turn cue cuts
+    in two (at the gap: one utterance per clip)."""
+    merged_by_pause = dataclasses.replace(config, turn_split=False)
+    print(f"RAVDESS pairs ({len(pairs) // len(PAIR_KINDS)} of each kind, "
+          f"{PAIR_GAP_S:g} s apart): one utterance by pauses alone -> cut in two at the gap; "
+          "pairs with a clip split (pauses alone -> with this config)")
+    for kind in PAIR_KINDS:
+        merged = cut = split_before = split_after = 0
+        for k, audio, truth in pairs:
+            if k != kind:
+                continue
+            before = score(utterances(merged_by_pause, audio), truth)
+            after = score(utterances(config, audio), truth)
+            split_before += before["split"] > 0
+            split_after += after["split"] > 0
+            if before["utterances"] == 1:
+                merged += 1
+                cut += after["utterances"] == 2 and after["merged"] == 0
+        print(f"  {kind:<12} {merged:>3} one utterance by pauses alone, {cut:>3} of them cut; "
+              f"a clip split: {split_before} -> {split_after}")
 
 
 def noise_only(seconds: float = 10.0):
@@ -140,6 +222,38 @@ def noise_only(seconds: float = 10.0):
     yield "tones + pink -35 dBFS", noise("tones", n, -25.0, rng) + noise("pink", n, -35.0, rng)
 
 
+def pause_kind(pause: tuple[float, float], truth: list[dict]) -> str:
+    """"inner": inside a sentence; else a turn, between voices of different or the same sex
+    (espeak-ng: "+f" variants are female)."""
+    for a, b in zip(truth, truth[1:]):
+        if overlap(pause, (a["end"], b["start"])) > 0:
+            female = ["+f" in s["voice"] for s in (a, b)]
+            return "turn, other sex" if female[0] != female[1] else "turn, same sex"
+    return "inner"
+
+
+def turn_stats(config: SegmenterConfig, recs: list) -> None:
+    """The register change (semitones) measured at each pause the turn test looked at, by what
+    the pause really is."""
+    found: dict[str, list] = {"inner": [], "turn, other sex": [], "turn, same sex": []}
+    for name, audio, truth in recs:
+        if not name.startswith("espeak"):
+            continue
+        segmenter = TurnTested(config, source="bench")
+        list(segment((audio[i:i + BLOCK] for i in range(0, len(audio), BLOCK)), segmenter))
+        for start, end, change in segmenter.tested:
+            found[pause_kind((start, end), truth)].append(change)
+    print(f"\nturn test at pauses >= {config.turn_gap_ms} ms (semitones; threshold "
+          f"{config.turn_semitones:g}):")
+    for kind, changes in found.items():
+        known = np.array([c for c in changes if c is not None])
+        spread = (f"median {np.median(known):.1f}, 90% {np.percentile(known, 90):.1f}, "
+                  f"range {known.min():.1f}-{known.max():.1f}, "
+                  f"cut {int(np.sum(known >= config.turn_semitones))}") if len(known) else ""
+        print(f"  {kind:<16} {len(changes):>4} tested, {len(changes) - len(known):>3} without "
+              f"a verdict; {spread}")
+
+
 def report(config: SegmenterConfig, recs: list, noises: list) -> dict:
     totals = {"noise_only": 0, "noise_in_recordings": 0}
     print(f"{'recording':<34}{'sent':>5}{'utt':>5}{'ratio':>7}{'med err':>9}"
@@ -156,7 +270,9 @@ def report(config: SegmenterConfig, recs: list, noises: list) -> dict:
     found = {name: len(utterances(config, audio)) for name, audio in noises}
     totals["noise_only"] = sum(found.values())
     print("noise-only audio, utterances: "
-          + ", ".join(f"{name}: {n}" for name, n in found.items() if n) or "none")
+          + (", ".join(f"{name}: {n}" for name, n in found.items() if n) or "none"))
+    if not ratios:
+        return totals
     print(f"=> utterances/sentences {min(ratios):.2f}..{max(ratios):.2f} (target 0.90..1.10); "
           f"median boundary error worst {max(errors):.3f} s (target <= 0.25); "
           f"utterances of noise in recordings {totals['noise_in_recordings']}, "
@@ -166,7 +282,8 @@ def report(config: SegmenterConfig, recs: list, noises: list) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sentences", type=int, default=60)
+    parser.add_argument("--sentences", type=int, default=60, help="per espeak-ng recording "
+                        "(0: none)")
     parser.add_argument("--ravdess", type=int, default=48, help="RAVDESS clips (0: none)")
     parser.add_argument("--seeds", default="0,1", help="comma-separated conversation seeds")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -174,6 +291,12 @@ def main() -> None:
     parser.add_argument("--sweep", default="", metavar="KEY=V1,V2,...",
                         help="a [segmenter] key and the values to compare")
     parser.add_argument("--no-noise-only", action="store_true")
+    parser.add_argument("--ravdess-pairs", type=int, default=0, metavar="N",
+                        help="also: N pairs of RAVDESS clips 0.3 s apart of each kind (same "
+                             "actor, two actors of the same / the other sex)")
+    parser.add_argument("--turn-stats", action="store_true",
+                        help="also: the register change at each pause the turn test looked at, "
+                             "by kind (inside a sentence, a turn between voices of either sex)")
     parser.add_argument("--energy-gate", action="store_true",
                         help="measure the SNR gate instead (with voice_check none: WebRTC AND "
                              "energy >= floor + 10 dB)")
@@ -187,15 +310,25 @@ def main() -> None:
         recs = list(recordings(Path(folder), args.sentences, args.ravdess,
                                [int(s) for s in args.seeds.split(",")]))
     noises = [] if args.no_noise_only else list(noise_only())
+    pairs = list(ravdess_pairs(args.ravdess_pairs)) if args.ravdess_pairs else []
     if not args.sweep:
         print(f"[segmenter] {dataclasses.asdict(config)}")
         report(config, recs, noises)
+        if args.turn_stats:
+            turn_stats(config, recs)
+        if pairs:
+            pair_report(config, pairs)
         return
     key, values = args.sweep.split("=", 1)
     for raw in values.split(","):
-        value = type(getattr(config, key))(raw)
-        print(f"\n--- segmenter.{key} = {value}")
-        report(dataclasses.replace(config, **{key: value}), recs, noises)
+        # parsed and checked as `--set` is (a TOML value: true/false, numbers)
+        swept = load_config(overrides=[*args.set, f"segmenter.{key}={raw}"]).segmenter
+        print(f"\n--- segmenter.{key} = {getattr(swept, key)}")
+        report(swept, recs, noises)
+        if args.turn_stats:
+            turn_stats(swept, recs)
+        if pairs:
+            pair_report(swept, pairs)
 
 
 if __name__ == "__main__":

@@ -32,11 +32,13 @@ waits at most for the speculative recognition in progress). With a
 speculative hit, `queue` is 0 and `recognize` is only what was left of it at the close.
 
 Interim and final records (`listen.interim`). An utterance closes only after `merge_gap_ms` of
-silence (sentence-sized utterances, segmenter.py), too long to wait for. So when a speculative
-recognition finishes and the pause it anticipated still runs, its result is emitted at once as an
-interim record (`final` false). When the utterance closes, its final record (`final` true, same
-`index`) follows: the same result if nothing was said since, else the longer utterance's, which
-supersedes every interim record of that index. Latency `first`: end of speech -> the first record
+silence (sentence-sized utterances, segmenter.py), or at a speaker turn up to `turn_probe_ms`
+after the next voice began: too long to wait for. So when a speculative recognition finishes and
+its utterance is still open (the pause it anticipated still runs, or speech went on within the
+same utterance), its result is emitted at once as an interim record (`final` false). When the
+utterance closes, its final record (`final` true, same `index`) follows: the same result if
+nothing was said since, else the longer utterance's, which supersedes every interim record of
+that index. Latency `first`: end of speech -> the first record
 (interim or final) carrying the utterance's final audio; the other stages are the final record's.
 """
 
@@ -500,10 +502,10 @@ class Listener:
         self._speculated = Speculation(key, results, begun, done)
         with self._lock:
             self.stats.speculated += 1
-        pending = self.segmenter.pending  # one read: the main thread replaces it
-        if item.speech_ended_at is not None and pending is not None \
-                and speculation_key(pending) == key:
-            # the pause still runs: say what was heard now, the close may be merge_gap_ms away
+        if item.speech_ended_at is not None and self.segmenter.open_index == utterance.index:
+            # the pause still runs, or speech resumed within the same utterance: say what was
+            # heard up to the pause now (the close may be merge_gap_ms away, or a turn test's
+            # probe); the final record of the same index supersedes it
             self._emit_interim(results, item.speech_ended_at, begun, done)
 
     def _emit_interim(self, results: list[EmotionResult], speech_ended_at: float, begun: float,

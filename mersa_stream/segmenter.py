@@ -25,6 +25,15 @@ exactly the Utterance `_close` would return (same index, bounds and samples), so
 start recognising it while the pause runs; if speech resumes first the tentative one is void
 (`pending` says which tentative utterance still stands). With merging this happens at every
 pause of tail_ms or more inside an utterance, each time with the longer utterance.
+
+Turns (`turn_split`). Merging joins two speakers' sentences when the pause between them is short.
+So an inner pause of at least `turn_gap_ms` (never less than tail_ms) is also a candidate cut:
+once speech resumes, the voice's pitch register over the last `turn_context_ms` of voiced audio
+before it is compared (turns.py) with that over the first `turn_probe_ms` after it, or less when
+a pause of tail_ms, the close or `max_utterance_s` comes first; at least `turn_semitones` apart,
+the utterance is cut there as a split is (same fields, tail and pre-roll). The test comes before
+the tentative announcement at the next pause, and the utterance cut at the pause is exactly the
+one announced tentatively in it, so a listener's speculative recognition of it stands.
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ import numpy as np
 import webrtcvad
 
 from .config import SegmenterConfig
+from .turns import register_change
 from .types import SAMPLE_RATE, Utterance
 
 SILERO_BLOCK = 512  # samples per Silero VAD step at 16 kHz
@@ -140,6 +150,13 @@ class Segmenter:
         # the silent run after which the utterance's audio is final (if it ends there)
         self.tentative_frames = max(1, self.tail_frames)
         self.min_frames = config.min_utterance_ms // ms
+        # a pause that may be a turn; at least tail_ms long, so the utterance cut at it carries
+        # its full tail: the one announced tentatively in that pause
+        self.turn_gap_frames = max(config.turn_gap_ms // ms, self.tentative_frames)
+        self.context_frames = max(1, config.turn_context_ms // ms)
+        self.probe_frames = max(1, config.turn_probe_ms // ms)
+        self._turn: tuple[int, int] | None = None  # (first, end) frame of a pause to test
+        self._probe = 0  # voiced frames heard since that pause
         self.max_frames = int(config.max_utterance_s * 1000) // ms
         self._carry = np.zeros(0, np.float32)
         # frames cut and WebRTC-classified, waiting for Silero to cover them (index, samples, vad)
@@ -161,6 +178,11 @@ class Segmenter:
     @property
     def in_speech(self) -> bool:
         return self._active is not None
+
+    @property
+    def open_index(self) -> int | None:
+        """The index the open utterance will have (None: none is open)."""
+        return self._count if self._active is not None else None
 
     def push(self, chunk: np.ndarray) -> list[Utterance]:
         """State kept between calls is bounded: under one frame of carry (plus one Silero block),
@@ -189,9 +211,7 @@ class Segmenter:
         if self.silero is not None:  # audio pushed later starts a new stream where frames do
             self.silero = SileroStream(origin=self._next_cut * self.frame_len)
         if self._active is not None:
-            utterance = self._close(self._frame_index)
-            if utterance is not None:
-                out.append(utterance)
+            out += self._end(self._frame_index)
         return out
 
     def _classify_waiting(self) -> list[Utterance]:
@@ -205,15 +225,13 @@ class Segmenter:
                 vad = vad and self.silero.max_prob(start, end) >= self.config.voice_threshold
                 self.silero.forget_before(start)
             self._waiting.popleft()
-            utterance = self._step(frame, vad)
-            if utterance is not None:
-                out.append(utterance)
+            out += self._step(frame, vad)
         return out
 
     def _is_speech(self, frame: np.ndarray) -> bool:
         return self.vad.is_speech(to_pcm16(frame), SAMPLE_RATE)
 
-    def _step(self, frame: np.ndarray, voiced: bool) -> Utterance | None:
+    def _step(self, frame: np.ndarray, voiced: bool) -> list[Utterance]:
         index = self._frame_index
         self._frame_index += 1
         if self._active is None:
@@ -222,26 +240,37 @@ class Segmenter:
             if len(window) == self.start_window and \
                     sum(v for _, _, v in window) >= self.config.start_ratio * self.start_window:
                 self._open(window)
-            return None
+            return []
 
         self._active.append(frame)
         self._voiced.append(voiced)
+        out: list[Utterance] = []
         if voiced:
+            if self.config.turn_split and self._silent_run >= self.turn_gap_frames:
+                self._turn, self._probe = (index - self._silent_run, index), 0
             self._last_voiced = index
             self._silent_run = 0
             self.pending = None
+            if self._turn is not None:
+                self._probe += 1
+                if self._probe >= self.probe_frames:
+                    out += self._test_turn()
         else:
             self._silent_run += 1
+            if self._turn is not None and self._silent_run == self.tentative_frames:
+                out += self._test_turn()  # before this pause's tentative announcement
         if self._silent_run >= self.end_frames:
-            return self._close(index + 1)
+            return out + self._end(index + 1)
         if self.on_tentative is not None and self._silent_run == self.tentative_frames:
             tentative = self._utterance(index + 1)
             if tentative is not None:
                 self.pending = tentative
                 self.on_tentative(tentative)
         if index + 1 - self._speech_first >= self.max_frames:
-            return self._split(index + 1)
-        return None
+            out += self._test_turn() if self._turn is not None else []
+            if index + 1 - self._speech_first >= self.max_frames:
+                out += [u for u in [self._split(index + 1)] if u is not None]
+        return out
 
     def _open(self, window) -> None:
         first_voiced = next(i for i, _, v in window if v)
@@ -252,13 +281,21 @@ class Segmenter:
         self._speech_first = first_voiced
         self._last_voiced = max(i for i, _, v in window if v)
         self._silent_run = window[-1][0] - self._last_voiced
+        self._turn = None
         self._history.clear()
+
+    def _end(self, end_frame: int) -> list[Utterance]:
+        """Close the open utterance, after testing the pause that awaits the turn test."""
+        out = self._test_turn() if self._turn is not None else []
+        utterance = self._close(end_frame)
+        return out + ([utterance] if utterance is not None else [])
 
     def _close(self, end_frame: int) -> Utterance | None:
         utterance = self._utterance(end_frame)
         self._active = None
         self._voiced = []
         self._silent_run = 0
+        self._turn = None
         self.pending = None
         if utterance is not None:
             self._count += 1
@@ -282,25 +319,67 @@ class Segmenter:
         """The open utterance reached max_utterance_s: close it at its longest pause and go on
         with the rest (at the limit itself when it has no pause)."""
         pause = self._longest_pause()
-        if pause is None or pause[0] - self._speech_first < max(1, self.min_frames):
-            utterance = self._utterance(end_frame, cut=True)
-            rest_first = rest_speech = end_frame
-            self._silent_run = 0
-        else:
-            cut, rest_speech = pause
-            keep = cut - self._active_first + min(self.tail_frames, rest_speech - cut)
-            last_voiced, self._last_voiced = self._last_voiced, cut - 1
-            utterance = self._utterance(cut, keep=keep)
-            self._last_voiced = last_voiced
-            rest_first = max(cut, rest_speech - self.pre_roll_frames)
+        if pause is not None and pause[0] - self._speech_first >= max(1, self.min_frames):
+            return self._cut(*pause)
+        utterance = self._utterance(end_frame, cut=True)
         if utterance is not None:
             self._count += 1
+        self._silent_run = 0
+        self._go_on(end_frame, end_frame)
+        return utterance
+
+    def _cut(self, cut: int, rest_speech: int) -> Utterance | None:
+        """Close the open utterance at its pause [cut, rest_speech) (with at most tail_ms of the
+        pause) and go on with the speech after it (with at most pre_roll_ms of the pause)."""
+        keep = cut - self._active_first + min(self.tail_frames, rest_speech - cut)
+        last_voiced, self._last_voiced = self._last_voiced, cut - 1
+        utterance = self._utterance(cut, keep=keep)
+        self._last_voiced = last_voiced
+        if utterance is not None:
+            self._count += 1
+        self._go_on(max(cut, rest_speech - self.pre_roll_frames), rest_speech)
+        return utterance
+
+    def _go_on(self, rest_first: int, rest_speech: int) -> None:
+        """The open utterance becomes its rest: audio from rest_first, speech from rest_speech."""
         drop = rest_first - self._active_first
         self._active, self._voiced = self._active[drop:], self._voiced[drop:]
         self._active_first, self._speech_first = rest_first, rest_speech
         self._last_voiced = max(self._last_voiced, rest_speech)
         self.pending = None
-        return utterance
+
+    def _test_turn(self) -> list[Utterance]:
+        """Cut at the pause awaiting the turn test if the voices on its two sides differ. Both
+        sides must hold min_utterance_ms of speech, so that neither piece would be dropped."""
+        (cut, rest_speech), self._turn = self._turn, None
+        if cut - self._speech_first < max(1, self.min_frames) or \
+                self._last_voiced + 1 - rest_speech < max(1, self.min_frames):
+            return []
+        change = self._register_change(cut, rest_speech)
+        if change is None or change < self.config.turn_semitones:
+            return []
+        utterance = self._cut(cut, rest_speech)
+        return [utterance] if utterance is not None else []
+
+    def _register_change(self, cut: int, rest_speech: int) -> float | None:
+        """Semitones between the voices' registers before and after the pause [cut, rest_speech)
+        of the open utterance; None: too little pitched speech on a side."""
+        before = self._voiced_runs(self._speech_first, cut, self.context_frames, latest=True)
+        after = self._voiced_runs(rest_speech, self._last_voiced + 1, self.probe_frames)
+        return register_change(before, after)
+
+    def _voiced_runs(self, lo: int, hi: int, limit: int, latest: bool = False) -> list[np.ndarray]:
+        """The audio of the first (latest: last) `limit` voiced frames in frames [lo, hi), as
+        runs of consecutive frames."""
+        first = self._active_first
+        picked = [k for k in range(lo, hi) if self._voiced[k - first]]
+        picked = picked[-limit:] if latest else picked[:limit]
+        runs: list[list[np.ndarray]] = []
+        for j, k in enumerate(picked):
+            if j == 0 or picked[j - 1] != k - 1:
+                runs.append([])
+            runs[-1].append(self._active[k - first])
+        return [np.concatenate(run) for run in runs]
 
     def _utterance(self, end_frame: int, cut: bool = False,
                    keep: int | None = None) -> Utterance | None:
