@@ -9,6 +9,9 @@ kept:
 - the same transcripts without emotion (segmentation, windows, decoding, word assignment only):
   the difference is what the emotion features cost;
 - with `--per-utterance`, also `analyze --no-pack` (one Whisper window per utterance).
+- with `--variant "SECTION.KEY=VALUE ..."` (repeatable), also `analyze` with those overrides
+  (space-separated), on its own Recognizer (e.g. runtime.audio_encoder_int8=true), in the same
+  interleaved runs.
 Prints audio seconds per wall second for each and the ratio to the baseline (the headline), and
 the ratio of the process's CPU seconds (all threads), steadier where other work shares the CPUs.
 
@@ -55,6 +58,9 @@ def main() -> None:
     parser.add_argument("--input", help="an existing recording instead of a generated one")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="config override SECTION.KEY=VALUE (repeatable)")
+    parser.add_argument("--variant", dest="variants", action="append", default=[],
+                        help="also time analyze with these space-separated overrides "
+                        "SECTION.KEY=VALUE (repeatable)")
     args = parser.parse_args()
 
     from faster_whisper import BatchedInferencePipeline
@@ -91,7 +97,7 @@ def main() -> None:
                                          beam_size=config.asr.beam_size)
         return sum(1 for _ in segments)
 
-    def mersa(packed):
+    def mersa(packed, recognizer=recognizer):
         before = collections.Counter(recognizer.stage_seconds)
         results = list(recognize_stream(stream_audio(path), str(path), config.segmenter,
                                         recognizer, config.runtime.batch_for(packed), packed=packed,
@@ -115,6 +121,9 @@ def main() -> None:
             "mersa analyze, transcripts only (no emotion)": transcripts_only}
     if args.per_utterance:
         runs["mersa analyze --no-pack (window per utterance)"] = lambda: mersa(False)
+    for variant in args.variants:  # the segmenter, packing and batches stay the default's
+        other = Recognizer(load_config(ROOT / "config.toml", overrides + variant.split()))
+        runs[f"mersa analyze, {variant}"] = lambda other=other: mersa(True, other)
     best = {name: float("inf") for name in runs}
     cpu = {name: float("inf") for name in runs}  # this process's CPU seconds, all threads
     extra = {}
@@ -133,7 +142,7 @@ def main() -> None:
           f"{args.baseline_batch_size}, "
           f"best of {args.repeats}")
     for name, wall in best.items():
-        print(f"  {name:50s} {seconds / wall:6.1f}x real time  ({wall:.1f} s wall, "
+        print(f"  {name:60s} {seconds / wall:6.1f}x real time  ({wall:.1f} s wall, "
               f"{cpu[name]:.1f} CPU s)")
     first = next(iter(runs))
     for name in list(runs)[1:]:

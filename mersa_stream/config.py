@@ -60,6 +60,12 @@ class SegmenterConfig:
     merge_gap_ms: int = _opt(600, range=(0, 10000))
     voice_check: str = _opt("silero", choices=("silero", "none"))
     voice_threshold: float = _opt(0.35, range=(0.01, 0.99))
+    # cut a merged utterance at a pause where the voice changes (turns.py, segmenter.py)
+    turn_split: bool = True
+    turn_gap_ms: int = _opt(250, range=(0, 10000))
+    turn_semitones: float = _opt(7.0, range=(0.5, 48.0))
+    turn_context_ms: int = _opt(3000, range=(300, 15000))
+    turn_probe_ms: int = _opt(1000, range=(300, 10000))
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,9 @@ class RuntimeConfig:
     pack_batch_size: int = _opt(4, range=(1, 64))
     pack_gap_s: float = _opt(0.2, range=(0.0, 30.0))
     text_max_tokens: int = _opt(64, range=(8, 512))
+    # the whisper-layers audio encoder (emotion features) with int8 Linear layers, at run time
+    # only (the trainer's features stay float32); docs/benchmarks.md, "A cheaper audio encoder"
+    audio_encoder_int8: bool = False
 
     @staticmethod
     def batch_key(packed: bool) -> str:

@@ -103,7 +103,7 @@ class Recognizer:
                 context_mode=str(text_options.get("context_mode", "pair"))
                 if context_turns else "pair")
             # -- end conversation context
-            self.audio_encoder = self._audio_encoder()
+            self.audio_encoder = self._audio_encoder(runtime.audio_encoder_int8)
         finally:
             self.asr = asr.result()
         audio_dim = self.audio_encoder.dim if self.audio_encoder else self.asr.dim
@@ -121,9 +121,14 @@ class Recognizer:
         self.stage_seconds: Counter[str] = Counter()  # cumulative, per stage (benchmarks, stats)
         self.model_id = ckpt.model_id
 
-    def _audio_encoder(self):
+    def _audio_encoder(self, int8: bool):
         kind = AUDIO_KINDS[self.checkpoint.audio_encoder.kind]
-        return None if kind.in_asr_pass else kind.build(self.inventory.audio_encoder, self.device)
+        if kind.in_asr_pass:
+            return None
+        encoder = kind.build(self.inventory.audio_encoder, self.device)
+        if int8 and hasattr(encoder, "quantize"):  # whisper-layers only
+            encoder.quantize()
+        return encoder
 
     def recognize(self, utterances: Sequence[Utterance]) -> list[EmotionResult]:
         """One batch, each utterance in its own Whisper window (listen, and analyze --no-pack)."""

@@ -15,6 +15,7 @@ uint16 length (counting a trailing NUL) and the bytes.
 from __future__ import annotations
 
 import struct
+import warnings
 from pathlib import Path
 from typing import BinaryIO, Sequence
 
@@ -142,14 +143,32 @@ class WhisperEncoderModel(nn.Module):
         return model.eval()
 
 
+def quantize_int8(model: nn.Module) -> nn.Module:
+    """The model with every Linear layer dynamically quantized to int8 (CPU only): weights int8 per
+    output channel, each input's activations quantized on the fly (per tensor). The convolutions,
+    LayerNorms and attention stay float32. Per-channel weights: the closer of the two to the float
+    features on RAVDESS + EmoDB clips (docs/benchmarks.md, "A cheaper audio encoder")."""
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    with warnings.catch_warnings():  # torch.ao's eager quantization is deprecated for torchao
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        return quantize_dynamic(model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+
+
 class WhisperLayerEncoder:
     """Emotion features: every layer of the Whisper encoder on the utterance's true length,
     concatenated per frame ((frames, layers * dim), 50 frames per second). The fusion model
-    learns how to weigh the layers (`FusionConfig.audio_layers`)."""
+    learns how to weigh the layers (`FusionConfig.audio_layers`).
+
+    `int8`: the Linear layers quantized (`quantize_int8`; the recognizer's
+    `runtime.audio_encoder_int8`); CPU only, ignored on another device. The trainer's features are
+    always float32."""
 
     frames_per_second = 50.0
 
-    def __init__(self, model_dir: str | Path, device: str = "cpu"):
+    def __init__(self, model_dir: str | Path, device: str = "cpu", int8: bool = False):
         from faster_whisper.feature_extractor import FeatureExtractor
 
         path = Path(model_dir) / "model.bin"
@@ -157,11 +176,20 @@ class WhisperLayerEncoder:
             raise ModelError(f"{model_dir}: no model.bin (a CTranslate2 Whisper folder)")
         self.model = WhisperEncoderModel.from_ct2(read_ct2_variables(path)).to(device)
         self.device = device
+        self.int8 = False
+        if int8:
+            self.quantize()
         self.mels = self.model.conv1.in_channels
         self.features = FeatureExtractor(feature_size=self.mels)
         self.max_frames = 2 * self.model.positions.shape[0]  # 30 s of mel frames
         self.layers = len(self.model.blocks) + 2
         self.dim = self.layers * self.model.norm.normalized_shape[0]
+
+    def quantize(self) -> None:
+        """The Linear layers to int8 (`quantize_int8`), on a CPU; on another device nothing
+        changes (torch's dynamic quantization runs on CPUs only)."""
+        if self.device == "cpu" and not self.int8:
+            self.model, self.int8 = quantize_int8(self.model), True
 
     def mel(self, audio: np.ndarray) -> torch.Tensor:
         mel = self.features(np.asarray(audio, np.float32))[:, :self.max_frames]
