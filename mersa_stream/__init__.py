@@ -8,9 +8,19 @@ Each name is imported when first used: `import mersa_stream` (and so `mersa --he
 from __future__ import annotations
 
 import importlib
+import os
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
+
+# Set before torch or CTranslate2 load (the `mersa` command and the Python API alike). Both bring
+# their own OpenMP runtime (two libgomp copies, two thread teams); spinning idle workers of one
+# slow the other down on a few cores, worst when the models were loaded in another thread than
+# the one using them (start-up: 10x slower first transcriptions seen on 2 cores; the audio
+# encoder beside the ASR: ~4x its CPU time). Idle workers sleep instead; throughput within noise
+# (docs/benchmarks.md, "Start-up"). A program that loaded torch first keeps its own setting.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # public name -> the module defining it
 _EXPORTS = {

@@ -547,13 +547,7 @@ def _click_exceptions() -> tuple[tuple, tuple]:
 
 
 def main() -> None:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # torch and CTranslate2 each bring their own OpenMP runtime (two libgomp copies, two thread
-    # teams); spinning idle workers of one slow the other down on a few cores, worst when the
-    # models were loaded in another thread than the one using them (start-up: 10x slower first
-    # transcriptions seen on 2 cores). Idle workers sleep instead; throughput within noise
-    # (docs/benchmarks.md, "Start-up").
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # (OMP_WAIT_POLICY and TOKENIZERS_PARALLELISM: set by the package itself, __init__.py)
     cap_mmap_threshold()
     register_commands(sys.argv[1:])
     usage_errors, aborts = _click_exceptions()

@@ -1,5 +1,6 @@
 """The Python API: `mersa_stream.analyze`, `Recognizer.from_config`, `Stream`, `EmotionResult`."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +37,17 @@ else:
 """
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
+
+
+def test_import_makes_idle_openmp_workers_sleep_unless_told_otherwise():
+    """torch's and CTranslate2's OpenMP teams must not spin beside each other (the API too)."""
+    code = "import os, mersa_stream; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    for own, expected in ((None, "PASSIVE"), ("ACTIVE", "ACTIVE")):
+        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=60, env=env if own is None else {**env,
+                                                                       "OMP_WAIT_POLICY": own})
+        assert run.stdout.strip() == expected, run.stderr
 
 
 def test_options_are_the_config_trees_keys(tmp_path):
