@@ -177,9 +177,12 @@ class Recognizer:
         """The emotion model's audio input: the states of the utterance's own Whisper window
         (kind "whisper"), else the audio encoder on each utterance's own audio; either way the
         same whether it was recognized alone, batched or in a shared window."""
+        # rounded to float16 as the trainer's feature cache stores them (train/features.py), so a
+        # clip gets the label `mersa evaluate` gives it
         if self.audio_encoder is None:
-            return list(whisper_frames)
-        return self.audio_encoder.encode([u.audio for u in utterances])
+            return [np.asarray(f, np.float16) for f in whisper_frames]
+        return [np.asarray(f, np.float16) for f in
+                self.audio_encoder.encode([u.audio for u in utterances])]
 
     def _audio_features_ahead(self, utterances: Sequence[Utterance]) -> Future | None:
         """The audio encoder started on the utterances' own audio, beside the ASR; None where the

@@ -159,12 +159,12 @@ def quantize_int8(model: nn.Module) -> nn.Module:
 
 class WhisperLayerEncoder:
     """Emotion features: every layer of the Whisper encoder on the utterance's true length,
-    concatenated per frame ((frames, layers * dim), 50 frames per second). The fusion model
+    concatenated per frame ((frames, layers * dim) float16, 50 frames per second). The fusion model
     learns how to weigh the layers (`FusionConfig.audio_layers`).
 
     `int8`: the Linear layers quantized (`quantize_int8`; the recognizer's
-    `runtime.audio_encoder_int8`); CPU only, ignored on another device. The trainer's features are
-    always float32."""
+    `runtime.audio_encoder_int8`); CPU only, ignored on another device. The trainer's features
+    always come from the float32 model."""
 
     frames_per_second = 50.0
 
@@ -202,5 +202,7 @@ class WhisperLayerEncoder:
         with torch.inference_mode():
             for audio in audios:
                 states = self.model(self.mel(audio)[None].to(self.device))
-                out.append(torch.cat(states, dim=-1)[0].float().cpu().numpy())
+                # float16, as the trainer's feature cache stores every feature (train/features.py):
+                # what the model was trained and is evaluated on, in half the memory
+                out.append(torch.cat(states, dim=-1)[0].to(torch.float16).cpu().numpy())
         return out
