@@ -311,24 +311,23 @@ def main() -> None:
                                [int(s) for s in args.seeds.split(",")]))
     noises = [] if args.no_noise_only else list(noise_only())
     pairs = list(ravdess_pairs(args.ravdess_pairs)) if args.ravdess_pairs else []
+
+    def run(segmenter: SegmenterConfig) -> None:
+        report(segmenter, recs, noises)
+        if args.turn_stats:
+            turn_stats(segmenter, recs)
+        if pairs:
+            pair_report(segmenter, pairs)
+
     if not args.sweep:
         print(f"[segmenter] {dataclasses.asdict(config)}")
-        report(config, recs, noises)
-        if args.turn_stats:
-            turn_stats(config, recs)
-        if pairs:
-            pair_report(config, pairs)
-        return
+        return run(config)
     key, values = args.sweep.split("=", 1)
     for raw in values.split(","):
         # parsed and checked as `--set` is (a TOML value: true/false, numbers)
         swept = load_config(overrides=[*args.set, f"segmenter.{key}={raw}"]).segmenter
         print(f"\n--- segmenter.{key} = {getattr(swept, key)}")
-        report(swept, recs, noises)
-        if args.turn_stats:
-            turn_stats(swept, recs)
-        if pairs:
-            pair_report(swept, pairs)
+        run(swept)
 
 
 if __name__ == "__main__":

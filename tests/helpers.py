@@ -183,3 +183,14 @@ def with_minilm_tokenizer(folder: Path) -> Path:
     for name in TOKENIZER_FILES:
         shutil.copy(minilm / name, folder / name)
     return folder
+
+
+def speechlike(seconds: float, seed: int) -> np.ndarray:
+    """Harmonics with a wandering pitch and a syllable-rate envelope (no espeak needed)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    pitch = 120 + 30 * np.sin(2 * np.pi * 0.7 * t + rng.uniform(0, 6))
+    phase = 2 * np.pi * np.cumsum(pitch) / SAMPLE_RATE
+    voice = sum(np.sin(k * phase) / k for k in range(1, 8))
+    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 4 * t) ** 2
+    return (0.1 * voice * envelope + 0.003 * rng.standard_normal(len(t))).astype(np.float32)

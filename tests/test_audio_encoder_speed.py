@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mersa_stream.types import SAMPLE_RATE
+from helpers import speechlike
 
 pytestmark = pytest.mark.slow
 
@@ -19,17 +19,6 @@ LAYERS, WIDTH = 6, 384  # tiny.en: embedding, 4 blocks, final LayerNorm; 384-d e
 # A bound of 0.2 fails if the quantization goes wrong (per-tensor activations of the wrong
 # module, the float model left in place) without failing on its known error.
 MAX_RELATIVE_ERROR = 0.2
-
-
-def speechlike(seconds: float, seed: int) -> np.ndarray:
-    """Harmonics with a wandering pitch and a syllable-rate envelope (no espeak needed)."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
-    pitch = 120 + 30 * np.sin(2 * np.pi * 0.7 * t + rng.uniform(0, 6))
-    phase = 2 * np.pi * np.cumsum(pitch) / SAMPLE_RATE
-    voice = sum(np.sin(k * phase) / k for k in range(1, 8))
-    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 4 * t) ** 2
-    return (0.1 * voice * envelope + 0.003 * rng.standard_normal(len(t))).astype(np.float32)
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import speechlike
 from mersa_stream.errors import ModelError
 from mersa_stream.types import SAMPLE_RATE, Utterance
 
@@ -27,17 +28,6 @@ def encoder(tiny_en):
     from mersa_stream.encoders.whisper_layers import WhisperLayerEncoder
 
     return WhisperLayerEncoder(tiny_en)
-
-
-def speechlike(seconds: float, seed: int) -> np.ndarray:
-    """Harmonics with a wandering pitch and a syllable-rate envelope (no espeak needed)."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
-    pitch = 120 + 30 * np.sin(2 * np.pi * 0.7 * t + rng.uniform(0, 6))
-    phase = 2 * np.pi * np.cumsum(pitch) / SAMPLE_RATE
-    voice = sum(np.sin(k * phase) / k for k in range(1, 8))
-    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 4 * t) ** 2
-    return (0.1 * voice * envelope + 0.003 * rng.standard_normal(len(t))).astype(np.float32)
 
 
 def test_pytorch_encoder_equals_ctranslate2(tiny_en, encoder):
