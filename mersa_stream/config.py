@@ -96,7 +96,8 @@ class RuntimeConfig:
     pack_gap_s: float = _opt(0.2, range=(0.0, 30.0))
     text_max_tokens: int = _opt(64, range=(8, 512))
     # the whisper-layers audio encoder (emotion features) with int8 Linear layers, at run time
-    # only (the trainer's features stay float32); docs/benchmarks.md, "A cheaper audio encoder"
+    # only (the trainer's features come from the float32 model); docs/benchmarks.md, "A cheaper
+    # audio encoder"
     audio_encoder_int8: bool = False
 
     @staticmethod

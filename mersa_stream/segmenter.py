@@ -257,7 +257,7 @@ class Segmenter:
                     out += self._test_turn()
         else:
             self._silent_run += 1
-            if self._turn is not None and self._silent_run == self.tentative_frames:
+            if self._silent_run == self.tentative_frames:
                 out += self._test_turn()  # before this pause's tentative announcement
         if self._silent_run >= self.end_frames:
             return out + self._end(index + 1)
@@ -267,7 +267,7 @@ class Segmenter:
                 self.pending = tentative
                 self.on_tentative(tentative)
         if index + 1 - self._speech_first >= self.max_frames:
-            out += self._test_turn() if self._turn is not None else []
+            out += self._test_turn()
             if index + 1 - self._speech_first >= self.max_frames:
                 out += [u for u in [self._split(index + 1)] if u is not None]
         return out
@@ -286,7 +286,7 @@ class Segmenter:
 
     def _end(self, end_frame: int) -> list[Utterance]:
         """Close the open utterance, after testing the pause that awaits the turn test."""
-        out = self._test_turn() if self._turn is not None else []
+        out = self._test_turn()
         utterance = self._close(end_frame)
         return out + ([utterance] if utterance is not None else [])
 
@@ -350,7 +350,10 @@ class Segmenter:
 
     def _test_turn(self) -> list[Utterance]:
         """Cut at the pause awaiting the turn test if the voices on its two sides differ. Both
-        sides must hold min_utterance_ms of speech, so that neither piece would be dropped."""
+        sides must hold min_utterance_ms of speech, so that neither piece would be dropped.
+        Nothing happens when no pause awaits the test."""
+        if self._turn is None:
+            return []
         (cut, rest_speech), self._turn = self._turn, None
         if cut - self._speech_first < max(1, self.min_frames) or \
                 self._last_voiced + 1 - rest_speech < max(1, self.min_frames):

@@ -32,7 +32,9 @@ def tiny_en():
 def encoders(tiny_en):
     from mersa_stream.encoders.whisper_layers import WhisperLayerEncoder
 
-    return WhisperLayerEncoder(tiny_en), WhisperLayerEncoder(tiny_en, int8=True)
+    quantized = WhisperLayerEncoder(tiny_en)
+    quantized.quantize()
+    return WhisperLayerEncoder(tiny_en), quantized
 
 
 def layer_normed(features: np.ndarray) -> np.ndarray:

@@ -162,13 +162,13 @@ class WhisperLayerEncoder:
     concatenated per frame ((frames, layers * dim) float16, 50 frames per second). The fusion model
     learns how to weigh the layers (`FusionConfig.audio_layers`).
 
-    `int8`: the Linear layers quantized (`quantize_int8`; the recognizer's
-    `runtime.audio_encoder_int8`); CPU only, ignored on another device. The trainer's features
-    always come from the float32 model."""
+    `quantize()`: the Linear layers to int8 (`quantize_int8`; the recognizer's
+    `runtime.audio_encoder_int8`); CPU only. The trainer's features always come from the float32
+    model."""
 
     frames_per_second = 50.0
 
-    def __init__(self, model_dir: str | Path, device: str = "cpu", int8: bool = False):
+    def __init__(self, model_dir: str | Path, device: str = "cpu"):
         from faster_whisper.feature_extractor import FeatureExtractor
 
         path = Path(model_dir) / "model.bin"
@@ -176,9 +176,7 @@ class WhisperLayerEncoder:
             raise ModelError(f"{model_dir}: no model.bin (a CTranslate2 Whisper folder)")
         self.model = WhisperEncoderModel.from_ct2(read_ct2_variables(path)).to(device)
         self.device = device
-        self.int8 = False
-        if int8:
-            self.quantize()
+        self.int8 = False  # see quantize()
         self.mels = self.model.conv1.in_channels
         self.features = FeatureExtractor(feature_size=self.mels)
         self.max_frames = 2 * self.model.positions.shape[0]  # 30 s of mel frames
