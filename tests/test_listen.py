@@ -93,7 +93,11 @@ def test_live_microphone_matches_analyze(data, vmic):
                             env=vmic.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         vmic.wait_for_recording()  # the mic is open (models may still be loading: audio waits)
-        vmic.play(data["wav"])
+        # a source-output exists before its audio flows: 2 s of silence first, so the sound
+        # server's start-up cannot swallow the first words (seen: "Why did you" lost)
+        vmic.play(write_wav(data["folder"] / "mic.wav",
+                            np.concatenate([np.zeros(2 * SAMPLE_RATE, np.float32),
+                                            data["conv"].audio])))
         out, err = proc.communicate(timeout=90)
     finally:
         if proc.poll() is None:
