@@ -83,17 +83,6 @@ def pool(states: np.ndarray, layers: int) -> np.ndarray:
     return np.concatenate([per_layer.mean(0), per_layer.std(0)], axis=1).astype(np.float32)
 
 
-def speech_only(audio: np.ndarray) -> np.ndarray | None:
-    """The runtime segmenter's utterances of a clip (default settings: pre-roll and tail
-    included), joined; None where it finds no speech."""
-    from mersa_stream.config import SegmenterConfig
-    from mersa_stream.segmenter import Segmenter
-
-    segmenter = Segmenter(SegmenterConfig())
-    utterances = segmenter.push(audio) + segmenter.flush()
-    return np.concatenate([u.audio for u in utterances]) if utterances else None
-
-
 def extract(name: str, folder: Path, records: list, segment: bool = False) -> dict:
     """Pooled features of `records` through the encoder in `folder`, cached per model and clip
     list; also each clip's encoder seconds (mel + forward) and its audio seconds. `segment`:
@@ -104,13 +93,14 @@ def extract(name: str, folder: Path, records: list, segment: bool = False) -> di
         return dict(np.load(path))
     from mersa_stream.decode import load_audio
     from mersa_stream.encoders.whisper_layers import WhisperLayerEncoder
+    from mersa_stream.segmenter import speech_of
 
     encoder = WhisperLayerEncoder(folder)
     feats, seconds, durations, unsegmented = [], [], [], 0
     for i, record in enumerate(records):
         audio = load_audio(record.audio)
         if segment:
-            speech = speech_only(audio)
+            speech = speech_of(audio)
             unsegmented += speech is None
             audio = audio if speech is None else speech
         start = time.perf_counter()

@@ -195,6 +195,11 @@ class TrainConfig:
     pair_neutral: float = _opt(0.0, range=(0.0, 1.0))
     aux_weight: float = _opt(0.5, range=(0.0, 100.0))  # mersa-gated: one-modality heads' losses
     balance_corpora: bool = True  # each epoch, resample smaller corpora up to the largest
+    # audio of each corpus clip cut to what the runtime segmenter finds in it (default
+    # [segmenter] settings), utterances joined: the runtime only ever classifies segmenter output,
+    # while corpus clips carry leading/trailing silence (RAVDESS: half of each clip) or are cut at
+    # a fixed length (EmoDB). Saved in the checkpoint; `mersa evaluate` reads clips the same way.
+    audio_speech_only: bool = False
     seed: int = _opt(0, range=(0, 2**31 - 1))
     threads: int = _opt(0, range=(0, 256))
     # -- conversation context of the text branch (issue 14, mersa_stream/context.py): saved in

@@ -404,3 +404,12 @@ class Segmenter:
             audio_offset=first * fs,
             detected_at=time.time() if self.live else None,
         )
+
+
+def speech_of(audio: np.ndarray, config: SegmenterConfig | None = None) -> np.ndarray | None:
+    """What the runtime would classify of a whole clip: its utterances (pre-roll and tail
+    included) joined, or None where the segmenter finds no speech. The trainer's
+    `train.audio_speech_only` reads corpus clips this way."""
+    segmenter = Segmenter(config or SegmenterConfig())
+    utterances = segmenter.push(audio) + segmenter.flush()
+    return np.concatenate([u.audio for u in utterances]) if utterances else None

@@ -102,6 +102,8 @@ def test_shipped_default_is_a_small_calibrated_gated_checkpoint_with_its_card():
     assert ckpt.model_id == "mersa-default" and ckpt.labels == LABELS
     config = ckpt.model.config
     assert (ckpt.audio_encoder.kind, config.audio_layers) == ("whisper-layers", 6)
+    # trained on the speech the segmenter finds in each clip, as the runtime classifies it
+    assert ckpt.audio_encoder.options == {"speech_only": True}
     assert (config.architecture, ckpt.text_encoder.dim) == ("mersa-gated", 384)
     assert config.temperature != 1.0  # calibrated on held-out speakers
     # the self-align change travels (only the top MiniLM layers), the base encoders do not

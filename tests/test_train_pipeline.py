@@ -394,7 +394,7 @@ def test_two_corpora_whisper_layers_gated_recipe_end_to_end(encoders, tmp_path):
                  "--voice-data", f"manifest:{voices}",
                  "--text-encoder", str(bert), "--cache-dir", str(tmp_path / "cache"),
                  "--threads", "1", "--set", "train.hidden=32", "--set", "train.heads=4",
-                 "--out", str(out), timeout=900)
+                 "--set", "train.audio_speech_only=true", "--out", str(out), timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ckpt = load_checkpoint(out)
     config = ckpt.model.config
@@ -421,3 +421,13 @@ def test_two_corpora_whisper_layers_gated_recipe_end_to_end(encoders, tmp_path):
     assert "| emodb/test |" in card and "| ravdess/test |" in card
     assert ckpt.metadata["voice_data"] == [{"dataset": "manifest", "data_dir": str(voices)}]
     assert "manifest voices/train: anger 1, happy 1, neutral 1, sad 1" in card
+    # trained on the segmenter's speech of each clip: saved, and `evaluate` reads clips so too
+    assert ckpt.audio_encoder.options == {"speech_only": True}
+    from mersa_stream.train.evaluate import evaluate_checkpoint
+
+    scored = evaluate_checkpoint(out, "emodb", emodb, part="all", cache_dir=tmp_path / "scored",
+                                 progress=False)
+    assert scored["count"] == 24
+    keys = [json.loads(p.read_text()) for p in (tmp_path / "scored").glob("*/encoder.json")]
+    audio_keys = [k for k in keys if k["modality"] == "audio"]
+    assert [k["settings"] for k in audio_keys] == [{"speech_only": True}]

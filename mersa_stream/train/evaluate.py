@@ -53,7 +53,10 @@ def evaluate(checkpoint: str | Path, data: RunOptions, part: str = "test",
     texts = encode_records(chosen, text_f, "text", cache, 64, bar)
     has_audio = data.use_audio and any(r.audio for r in chosen)
     if has_audio:
-        audio_f = AudioFeaturizer(ckpt.audio_encoder.kind, ckpt.audio_encoder.spec)
+        # a model trained on the speech the segmenter finds in a clip is scored on it too
+        audio_f = AudioFeaturizer(ckpt.audio_encoder.kind, ckpt.audio_encoder.spec,
+                                  speech_only=bool((ckpt.audio_encoder.options or {})
+                                                   .get("speech_only", False)))
         audios = encode_records(chosen, audio_f, "audio", cache, 8, bar)
     else:
         audios = [None] * len(chosen)

@@ -144,10 +144,12 @@ class AudioFeaturizer:
 
     `packed_gap`: the features `analyze --pack` gives (kind "whisper" only). `augment` + `view`:
     the features of one augmented copy of each clip (view k of a clip is always the same copy).
+    `speech_only`: only the speech the runtime segmenter finds in each clip (after `augment`).
     """
 
     def __init__(self, kind: str, spec: str, compute_type: str = "int8",
-                 packed_gap: float | None = None, augment=None, view: int = 0):
+                 packed_gap: float | None = None, augment=None, view: int = 0,
+                 speech_only: bool = False):
         from ..encoders.registry import AsrStatesEncoder, audio_kind, resolve_audio
 
         self.kind, self.spec = kind, spec or audio_kind(kind).default_spec
@@ -163,9 +165,11 @@ class AudioFeaturizer:
             if packed_gap is not None:
                 raise ConfigError(f"packed features: only for the whisper kind, not {kind}")
             self.encoder = audio_kind(kind).build(resolved, "cpu")
-        self.augment, self.view = augment, view
+        self.augment, self.view, self.speech_only = augment, view, speech_only
         if augment is not None:
             settings["augment"] = {"recipe": augment.describe(), "view": view}
+        if speech_only:
+            settings["speech_only"] = True
         self.dim = int(self.encoder.dim)
         self.key = {"modality": "audio", "kind": kind, "spec": self.spec, "dim": self.dim,
                     "weights": folder_fingerprint(resolved.path if resolved else None),
@@ -182,8 +186,17 @@ class AudioFeaturizer:
                 raise InputError(f"{r.id}: {exc.message}") from None
             if self.augment is not None:
                 audio = self.augment(audio, seed=int(digest([r.id, self.view])[:8], 16))
+            if self.speech_only:  # the channel first, then the segmenter, as at run time
+                audio = _speech_or_whole(audio)
             audios.append(audio)
         return self.encoder.encode(audios)
+
+
+def _speech_or_whole(audio: np.ndarray) -> np.ndarray:
+    from ..segmenter import speech_of
+
+    speech = speech_of(audio)
+    return audio if speech is None else speech  # a clip too quiet to segment stays whole
 
 
 @dataclass(frozen=True)

@@ -73,9 +73,9 @@ class Featurizers:
         self._audio: dict = {}
         self._text: dict = {}
 
-    def audio(self, kind: str, spec: str, packed_gap: float | None = None, view: int = 0
-              ) -> AudioFeaturizer:
-        key = (kind, spec, packed_gap, view)
+    def audio(self, kind: str, spec: str, packed_gap: float | None = None, view: int = 0,
+              speech_only: bool = False) -> AudioFeaturizer:
+        key = (kind, spec, packed_gap, view, speech_only)
         if key not in self._audio:
             augment = None
             if view:
@@ -83,7 +83,8 @@ class Featurizers:
 
                 augment = Augmenter()
             self._audio[key] = AudioFeaturizer(kind, spec, packed_gap=packed_gap,
-                                               augment=augment, view=view)
+                                               augment=augment, view=view,
+                                               speech_only=speech_only)
         return self._audio[key]
 
     def text(self, spec: str, aligned: str | None, max_tokens: int,
@@ -112,7 +113,8 @@ def featurize(records, featurizers: Featurizers, opts: RunOptions, progress=None
                               TextContext.of_config(opts.train))
     texts = encode_records(records, text_f, "text", featurizers.cache, 64, progress) \
         if opts.use_text else [None] * len(records)
-    audio_f = featurizers.audio(opts.audio_encoder, opts.audio_spec_or_default)
+    audio_f = featurizers.audio(opts.audio_encoder, opts.audio_spec_or_default,
+                                speech_only=opts.train.audio_speech_only)
     if opts.use_audio and any(r.audio for r in records):
         audios = encode_records(records, audio_f, "audio", featurizers.cache, 8, progress)
     else:
@@ -139,7 +141,8 @@ def augmented_views(train_set: list[Example], records: Sequence[Record], featuri
     (noise, room, telephone band, codec, gain): the voices of calls are not the studio's."""
     out = []
     for view in range(1, opts.augment_views + 1):
-        f = featurizers.audio(opts.audio_encoder, opts.audio_spec_or_default, view=view)
+        f = featurizers.audio(opts.audio_encoder, opts.audio_spec_or_default, view=view,
+                              speech_only=opts.train.audio_speech_only)
         feats = encode_records(records, f, "audio", featurizers.cache, 8, progress)
         out += [replace(e, audio=a, id=f"{e.id}#aug{view}")
                 for e, a in zip(train_set, feats) if len(e.audio)]
@@ -270,7 +273,8 @@ def save_run(opts: RunOptions, done: RunResult, text_dim: int, audio_dim: int) -
         text_encoder=EncoderSpec("bert", opts.text_encoder, text_dim,
                                  {"max_tokens": opts.text_max_tokens}
                                  | TextContext.of_config(opts.train).settings()),
-        audio_encoder=EncoderSpec(opts.audio_encoder, opts.audio_spec_or_default, audio_dim),
+        audio_encoder=EncoderSpec(opts.audio_encoder, opts.audio_spec_or_default, audio_dim,
+                                  {"speech_only": True} if opts.train.audio_speech_only else {}),
         model_id=opts.model_id or Path(opts.out).name, text_encoder_weights=aligned,
         metadata={"command": opts.command or command_line(), "best_epoch": result.best_epoch,
                   "train": opts.train.to_dict(), "dataset": opts.dataset, "split": opts.split,
