@@ -113,8 +113,7 @@ def featurize(records, featurizers: Featurizers, opts: RunOptions, progress=None
                               TextContext.of_config(opts.train))
     texts = encode_records(records, text_f, "text", featurizers.cache, 64, progress) \
         if opts.use_text else [None] * len(records)
-    audio_f = featurizers.audio(opts.audio_encoder, opts.audio_spec_or_default,
-                                speech_only=opts.train.audio_speech_only)
+    audio_f = run_audio_featurizer(featurizers, opts)
     if opts.use_audio and any(r.audio for r in records):
         audios = encode_records(records, audio_f, "audio", featurizers.cache, 8, progress)
     else:
@@ -122,9 +121,17 @@ def featurize(records, featurizers: Featurizers, opts: RunOptions, progress=None
     return texts, audios, text_f.dim, audio_f.dim
 
 
+def run_audio_featurizer(featurizers: Featurizers, opts: RunOptions,
+                         view: int = 0) -> AudioFeaturizer:
+    """The run's audio featurizer (`view` k: the k-th augmented copy of each clip): one place
+    that reads the run's encoder settings, so every use shares one encoder."""
+    return featurizers.audio(opts.audio_encoder, opts.audio_spec_or_default, view=view,
+                             speech_only=opts.train.audio_speech_only)
+
+
 def audio_layers(featurizers: Featurizers, opts: RunOptions) -> int:
     """How many encoder layers the audio features hold side by side (FusionConfig.audio_layers)."""
-    encoder = featurizers.audio(opts.audio_encoder, opts.audio_spec_or_default).encoder
+    encoder = run_audio_featurizer(featurizers, opts).encoder
     return int(getattr(encoder, "layers", 1))
 
 
@@ -141,8 +148,7 @@ def augmented_views(train_set: list[Example], records: Sequence[Record], featuri
     (noise, room, telephone band, codec, gain): the voices of calls are not the studio's."""
     out = []
     for view in range(1, opts.augment_views + 1):
-        f = featurizers.audio(opts.audio_encoder, opts.audio_spec_or_default, view=view,
-                              speech_only=opts.train.audio_speech_only)
+        f = run_audio_featurizer(featurizers, opts, view)
         feats = encode_records(records, f, "audio", featurizers.cache, 8, progress)
         out += [replace(e, audio=a, id=f"{e.id}#aug{view}")
                 for e, a in zip(train_set, feats) if len(e.audio)]
